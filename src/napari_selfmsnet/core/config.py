@@ -1,0 +1,122 @@
+"""Solver configuration: one frozen dataclass; presets are instances of it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+__all__ = ["SolverConfig", "PRESETS", "METHOD_SCALES", "resolve_config"]
+
+#: Pyramid scales per method, coarse to fine.
+METHOD_SCALES: dict[str, tuple[float, ...]] = {
+    "self-msnet": (0.125, 0.25, 0.5, 1.0),
+    "self-msnet-s": (1.0,),
+}
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Every knob of the alternating optimizer (see ``docs/parameters.md``).
+
+    Network
+        ``width``: channels of the encoder/decoder (the paper: 128); ``skip_channels``: width
+        of the skip branches (4); ``input_channels``: channels of the noise input (16);
+        ``nonlocal_levels``: how many of the deepest encoder levels start with a non-local block.
+    Image step
+        ``iterations``; ``lr`` (Adam) halved at each fraction of the run in ``lr_milestones``;
+        ``noise_std``: perturbation added to the noise input every iteration; ``loss``:
+        ``"ssim"`` (1 - SSIM) for the first ``ssim_fraction`` of the run, then MSE;
+        ``tv_weight``: total-variation weight on each scale's output.
+    Kernel step
+        ``kernel_lambda``: Tikhonov weight relative to the masked gradient energy of the
+        current image; ``centroid_weight``: weight of the two centring terms, relative to the
+        same energy; ``support_factors``: the support-threshold factor ``c`` per scale (coarse
+        to fine; larger keeps more of the kernel); ``prune_fraction``: connected parts of the
+        support holding less than this share of the mass are dropped; ``edge_percentile``:
+        only pixels above this percentile of a directional edge response take part, lowered by
+        ``edge_decay`` every ``edge_decay_fraction`` of the run; ``mask_warmup``: iterations
+        before the edge mask is used.
+    Output
+        ``headroom``: the deblurred image may exceed the blurred image's intensity range by
+        this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
+        deblurred peaks are brighter than the blurred ones).
+    """
+
+    scales: tuple[float, ...] = METHOD_SCALES["self-msnet"]
+    width: int = 128
+    skip_channels: int = 4
+    input_channels: int = 16
+    nonlocal_levels: int = 3
+    iterations: int = 2000
+    lr: float = 0.01
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    noise_std: float = 1e-3
+    loss: Literal["ssim", "mse"] = "ssim"
+    ssim_fraction: float = 0.25
+    tv_weight: float = 0.0
+    kernel_lambda: float = 1e-3
+    centroid_weight: float = 1e-3
+    support_factors: tuple[float, ...] = (2.0, 3.0, 7.0, 10.0)
+    prune_fraction: float = 0.01
+    edge_percentile: float = 90.0
+    edge_decay: float = 0.99
+    edge_decay_fraction: float = 0.1
+    mask_warmup: int = 1
+    headroom: float = 1.0
+    preview_every: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(not (0 < s <= 1) for s in self.scales) or self.scales[-1] != 1:
+            raise ValueError(f"scales must lie in (0, 1] and end with 1, got {self.scales}")
+        if len(self.support_factors) not in (1, len(self.scales)) and len(self.support_factors) != 4:
+            raise ValueError(
+                f"support_factors needs one value or one per scale ({len(self.scales)}), "
+                f"got {self.support_factors}"
+            )
+        for name in ("width", "iterations", "input_channels", "skip_channels", "preview_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.loss not in ("ssim", "mse"):
+            raise ValueError(f"loss must be 'ssim' or 'mse', got {self.loss!r}")
+        if self.headroom < 1:
+            raise ValueError(f"headroom must be >= 1, got {self.headroom}")
+
+    def support_factor(self, index: int) -> float:
+        """The support factor of scale ``index`` (counted coarse to fine)."""
+        if len(self.support_factors) == 1:
+            return self.support_factors[0]
+        if len(self.support_factors) == len(self.scales):
+            return self.support_factors[index]
+        # A 4-value table (the paper's) used with fewer scales: take the finest entries.
+        return self.support_factors[len(self.support_factors) - len(self.scales) + index]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, SolverConfig] = {
+    # The paper's settings: 128 channels, 2000 iterations.
+    "quality": SolverConfig(),
+    # Tuned for about a minute on 2 CPU cores for a 255 x 255 image (docs/benchmarks.md).
+    "fast": SolverConfig(width=32, iterations=400),
+}
+
+
+def resolve_config(
+    preset: str | SolverConfig, method: str, iterations: int | None
+) -> SolverConfig:
+    """The configuration a run uses: the preset, with the method's scales and iterations."""
+    if isinstance(preset, SolverConfig):
+        config = preset
+    elif isinstance(preset, str) and preset in PRESETS:
+        config = PRESETS[preset]
+    else:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)} or pass a SolverConfig")
+    if method not in METHOD_SCALES:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHOD_SCALES)}")
+    changes: dict = {"scales": METHOD_SCALES[method]}
+    if iterations is not None:
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        changes["iterations"] = iterations
+    return replace(config, **changes)

@@ -1,0 +1,113 @@
+"""The one blur convention of the project, and the per-scale geometry built on it.
+
+Convention: *true* convolution (the kernel is flipped, as in ``scipy.signal.convolve2d``),
+``mode="valid"``. A latent image of size ``(H + kh - 1, W + kw - 1)`` blurred by a
+``(kh, kw)`` kernel gives exactly the ``(H, W)`` observation, so no boundary condition is
+assumed. ``kernel[kh // 2, kw // 2]`` is the kernel's centre: a delta there maps
+``x[kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W]`` onto the observation. Every module that
+blurs, deblurs or estimates a kernel goes through this file, so kernels never end up flipped
+between the image step and the kernel step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ScaleGeometry",
+    "scale_geometry",
+    "valid_convolve",
+    "center_crop",
+    "downsample",
+]
+
+
+def valid_convolve(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Blur ``image`` by ``kernel`` with a valid true convolution, channel by channel.
+
+    Shape:
+        image: ``(N, C, H + kh - 1, W + kw - 1)``; kernel: ``(kh, kw)``;
+        output: ``(N, C, H, W)``.
+    """
+    if kernel.ndim != 2:
+        raise ValueError(f"kernel must be 2-D (kh, kw), got shape {tuple(kernel.shape)}")
+    n, c, h, w = image.shape
+    kh, kw = kernel.shape
+    if h < kh or w < kw:
+        raise ValueError(f"image {h}x{w} is smaller than the kernel {kh}x{kw}")
+    # conv2d is a cross-correlation: flipping the kernel makes it a true convolution.
+    weight = torch.flip(kernel, dims=(0, 1)).to(image.dtype)[None, None]
+    out = F.conv2d(image.reshape(n * c, 1, h, w), weight)
+    return out.reshape(n, c, h - kh + 1, w - kw + 1)
+
+
+def center_crop(padded: torch.Tensor, kernel_shape: tuple[int, int]) -> torch.Tensor:
+    """The part of a padded latent image that lies under the observation.
+
+    The inverse of the padding in :func:`valid_convolve`: removes ``kh // 2`` rows above,
+    ``(kh - 1) - kh // 2`` below (likewise for columns), so a delta kernel at the centre maps
+    the crop onto the observation pixel for pixel.
+    """
+    kh, kw = kernel_shape
+    h, w = padded.shape[-2:]
+    top, left = kh // 2, kw // 2
+    return padded[..., top : h - (kh - 1 - top), left : w - (kw - 1 - left)]
+
+
+def downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pyramid level of the observation: area averaging (anti-aliased) to ``size``."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="area")
+
+
+@dataclass(frozen=True)
+class ScaleGeometry:
+    """Sizes at one scale of the pyramid.
+
+    ``image``: observation size ``(H_s, W_s)``; ``kernel``: odd kernel size ``(k_s, k_s')``;
+    ``padded``: network output size ``(H_s + kh_s - 1, W_s + kw_s - 1)``.
+    """
+
+    scale: float
+    image: tuple[int, int]
+    kernel: tuple[int, int]
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return (self.image[0] + self.kernel[0] - 1, self.image[1] + self.kernel[1] - 1)
+
+
+def _odd_at_least_3(n: float) -> int:
+    k = max(3, int(math.floor(n)))
+    return k if k % 2 == 1 else k + 1
+
+
+def scale_geometry(
+    image_shape: tuple[int, int], kernel_shape: tuple[int, int], scales: tuple[float, ...]
+) -> list[ScaleGeometry]:
+    """Per-scale image and kernel sizes, coarse to fine.
+
+    ``H_s = floor(s H)``; ``k_s = floor(s k)`` made odd and at least 3, except at scale 1,
+    where the user's kernel size is kept exactly.
+    """
+    h, w = image_shape
+    kh, kw = kernel_shape
+    out = []
+    for s in scales:
+        if s == 1:
+            out.append(ScaleGeometry(1.0, (h, w), (kh, kw)))
+            continue
+        hs, ws = int(math.floor(s * h)), int(math.floor(s * w))
+        ks = (_odd_at_least_3(s * kh), _odd_at_least_3(s * kw))
+        if hs < ks[0] or ws < ks[1]:
+            raise ValueError(
+                f"at scale {s} the image ({hs}x{ws}) is smaller than the kernel {ks}; "
+                "use fewer scales (method='self-msnet-s') or a larger image"
+            )
+        out.append(ScaleGeometry(float(s), (hs, ws), ks))
+    return out

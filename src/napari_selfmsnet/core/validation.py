@@ -1,0 +1,88 @@
+"""Checks at the public boundary, and the one intensity policy of the project.
+
+Intensities stay in the input's units: the engine works on the image mapped affinely to
+``[0, 1 / headroom]`` and maps its result back with the inverse map, so uint16 counts in give
+float32 counts out (never rescaled to [0, 1], never clipped to the input's dtype range).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["IntensityMap", "check_image", "check_kernel_size"]
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """Affine map between the input's units and the engine's normalised units."""
+
+    offset: float
+    scale: float
+
+    @classmethod
+    def fit(cls, image: np.ndarray, headroom: float = 1.0) -> IntensityMap:
+        lo = float(np.min(image))
+        hi = float(np.max(image))
+        return cls(offset=lo, scale=(hi - lo) * headroom)
+
+    def to_unit(self, image: np.ndarray) -> np.ndarray:
+        return ((np.asarray(image, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+
+    def to_input_units(self, image: np.ndarray) -> np.ndarray:
+        return (np.asarray(image, dtype=np.float64) * self.scale + self.offset).astype(np.float32)
+
+
+_SUPPORTED = (np.uint8, np.uint16, np.int8, np.int16, np.int32, np.uint32, np.float16, np.float32, np.float64)
+
+
+def check_image(image: object) -> np.ndarray:
+    """Validate a 2-D grey or ``(H, W, 3)`` RGB image; returns it as an ndarray (not copied)."""
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        raise TypeError(f"image must be a NumPy array (or array-like with shape and dtype), got {type(image).__name__}")
+    array = np.asarray(image)
+    if array.dtype == bool or not any(array.dtype == np.dtype(t) for t in _SUPPORTED):
+        raise TypeError(
+            f"image dtype {array.dtype} is not supported; pass uint8, uint16, integer or float data"
+        )
+    if array.ndim == 3 and array.shape[-1] == 4:
+        raise ValueError("RGBA images are not supported: drop the alpha channel (image[..., :3]) first")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
+        raise ValueError(
+            f"image must be 2-D (H, W) grey or (H, W, 3) RGB, got shape {array.shape}; "
+            "for a stack, deblur one plane at a time or use napari_selfmsnet.stack.deblur_stack"
+        )
+    if array.size == 0 or min(array.shape[:2]) == 0:
+        raise ValueError(f"image is empty (shape {array.shape})")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) before deblurring")
+    if float(np.max(array)) == float(np.min(array)):
+        raise ValueError("image is constant: there is no structure from which to estimate a blur kernel")
+    return array
+
+
+def check_kernel_size(kernel_size: object, image_shape: tuple[int, int]) -> tuple[int, int]:
+    """An odd ``int`` or ``(kh, kw)`` pair, smaller than the image; returns ``(kh, kw)``."""
+    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
+        size = (int(kernel_size), int(kernel_size))
+    elif (
+        isinstance(kernel_size, (tuple, list))
+        and len(kernel_size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in kernel_size)
+    ):
+        size = (int(kernel_size[0]), int(kernel_size[1]))
+    else:
+        raise TypeError(f"kernel_size must be an odd int or a pair (kh, kw) of odd ints, got {kernel_size!r}")
+    if min(size) < 3 or size[0] % 2 == 0 or size[1] % 2 == 0:
+        raise ValueError(
+            f"kernel_size must be odd and at least 3 (the kernel needs a centre pixel), got {size}; "
+            f"try {tuple(max(3, s + 1 - s % 2) for s in size)}"
+        )
+    h, w = image_shape
+    if size[0] * 2 > h or size[1] * 2 > w:
+        raise ValueError(
+            f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image: the image must be at least "
+            "twice the kernel size in each direction; use a smaller kernel_size or a larger image"
+        )
+    return size

@@ -1,0 +1,422 @@
+"""Scoring deblurred images the way the literature does (Levin et al. 2009).
+
+The protocol (Levin et al. 2009, as used by SelfDeblur and its successors): crop 15 pixels from every border of the sharp image,
+shift the result by the best sub-pixel offset in ``[-5, 5]`` (step 0.25, bilinear
+interpolation) -- a blind method may return image and kernel shifted against each other --
+then report PSNR and SSIM of the aligned pair, the error ratio against a non-blind
+deconvolution with the true kernel, and the kernel's normalised cross-correlation with the
+true kernel. Everything works on float images in ``[0, 1]`` (peak 1).
+
+The loaders for Levin's data set live here too, because they need the same alignment: the
+kernel PNGs of that set are not all stored in one orientation, and :func:`orient_kernel`
+decides per case which orientation explains the blurred image.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from scipy.signal import fftconvolve
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+__all__ = [
+    "Alignment",
+    "LevinCase",
+    "psnr",
+    "ssim",
+    "align_up_to_shift",
+    "kernel_similarity",
+    "error_ratio",
+    "levin_scores",
+    "affine_fit",
+    "orient_kernel",
+    "load_levin_case",
+    "list_levin_cases",
+]
+
+
+class Alignment(NamedTuple):
+    """The outcome of :func:`align_up_to_shift`.
+
+    ``aligned`` is the result sampled at ``(crop + y + shift[0], crop + x + shift[1])``,
+    ``sharp`` the cropped sharp image (same shape), ``ssd`` their sum of squared differences.
+    """
+
+    aligned: np.ndarray
+    sharp: np.ndarray
+    shift: tuple[float, float]
+    ssd: float
+
+
+def _as_float_image(name: str, image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(
+            f"{name} must be a float image scaled to [0, 1], got dtype {image.dtype}; "
+            "divide 8-bit data by 255 first"
+        )
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+        raise ValueError(f"{name} must have shape (H, W) or (H, W, 3), got {image.shape}")
+    return image.astype(np.float64, copy=False)
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{names} must have the same shape, got {a.shape} and {b.shape}")
+
+
+def psnr(result: np.ndarray, sharp: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB, peak 1 (images in ``[0, 1]``)."""
+    result, sharp = _as_float_image("result", result), _as_float_image("sharp", sharp)
+    _same_shape(result, sharp, "result and sharp")
+    return float(peak_signal_noise_ratio(sharp, result, data_range=1.0))
+
+
+def ssim(result: np.ndarray, sharp: np.ndarray) -> float:
+    """SSIM with the usual settings (Wang et al. 2004): Gaussian window sigma 1.5, K1 0.01, K2 0.03.
+
+    Population covariances and data range 1, as in Wang's reference ``ssim_index.m``.
+    """
+    result, sharp = _as_float_image("result", result), _as_float_image("sharp", sharp)
+    _same_shape(result, sharp, "result and sharp")
+    return float(
+        structural_similarity(
+            sharp,
+            result,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=-1 if sharp.ndim == 3 else None,
+        )
+    )
+
+
+def _shift_grid(max_shift: float, step: float) -> np.ndarray:
+    count = int(round(2 * max_shift / step))
+    return -max_shift + step * np.arange(count + 1)
+
+
+def _bilinear_sample(image: np.ndarray, top: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """``image`` at rows ``top + y`` and columns ``left + x`` (sub-pixel, bilinear), 3-D input."""
+    y0, x0 = int(np.floor(top[0])), int(np.floor(left[0]))
+    fy, fx = top[0] - y0, left[0] - x0
+    h, w = top[1], left[1]
+    # The fractional weights are exact on the 0.25 grid, as in MATLAB's interp2.
+    a = image[y0 : y0 + h + 1, x0 : x0 + w + 1]
+    rows = (1 - fy) * a[:-1] + fy * a[1:]
+    return (1 - fx) * rows[:, :-1] + fx * rows[:, 1:]
+
+
+def _ssd_all_shifts(
+    moving: np.ndarray, fixed: np.ndarray, crop: int, shifts: np.ndarray
+) -> np.ndarray:
+    """SSD between ``fixed`` cropped and ``moving`` shifted, for every pair of ``shifts``.
+
+    Exhaustive and vectorised: the shifts are split into an integer and a fractional part;
+    for each fractional pair the bilinearly interpolated image is built once, and the SSD of
+    all its integer offsets comes from one FFT cross-correlation and an integral image
+    (``|a - b|^2 = |a|^2 - 2 a.b + |b|^2``). Inputs are 3-D ``(H, W, C)``.
+    """
+    height, width = fixed.shape[:2]
+    target = fixed[crop : height - crop, crop : width - crop]
+    h, w = target.shape[:2]
+    whole = np.floor(shifts + 1e-9).astype(int)
+    frac = np.round(shifts - whole, 9)
+    ssd = np.empty((len(shifts), len(shifts)))
+    target_energy = float(np.sum(target**2))
+    for fy in np.unique(frac):
+        rows_y = np.flatnonzero(frac == fy)
+        for fx in np.unique(frac):
+            rows_x = np.flatnonzero(frac == fx)
+            # moving sampled at (y + fy, x + fx) for every y < H - 1, x < W - 1.
+            interp = (1 - fy) * moving[:-1] + fy * moving[1:]
+            interp = (1 - fx) * interp[:, :-1] + fx * interp[:, 1:]
+            cross = sum(
+                fftconvolve(interp[..., c], target[::-1, ::-1, c], mode="valid")
+                for c in range(target.shape[2])
+            )
+            squares = np.pad(np.sum(interp**2, axis=2), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+            top = crop + whole[rows_y][:, None]
+            left = crop + whole[rows_x][None, :]
+            window = (
+                squares[top + h, left + w]
+                - squares[top, left + w]
+                - squares[top + h, left]
+                + squares[top, left]
+            )
+            ssd[np.ix_(rows_y, rows_x)] = window - 2 * cross[top, left] + target_energy
+    return ssd
+
+
+def align_up_to_shift(
+    result: np.ndarray,
+    sharp: np.ndarray,
+    *,
+    max_shift: float = 5.0,
+    step: float = 0.25,
+    crop: int = 15,
+) -> Alignment:
+    """Align ``result`` to ``sharp`` by the best sub-pixel shift (Levin's ``comp_upto_shift``).
+
+    Parameters
+    ----------
+    result, sharp : ndarray of float, shape (H, W) or (H, W, 3)
+        The image to score and the ground truth, both in ``[0, 1]``.
+    max_shift : float
+        Shifts are searched in ``[-max_shift, max_shift]`` along each axis.
+    step : float
+        Grid step of the search (0.25 in the protocol).
+    crop : int
+        Pixels removed from every border of ``sharp``; must exceed ``max_shift`` so the
+        shifted result never leaves the image.
+
+    Returns
+    -------
+    Alignment
+        ``(aligned, sharp_crop, (shift_y, shift_x), ssd)``.
+
+    Notes
+    -----
+    Every shift on the grid is evaluated exactly (41 x 41 = 1681 shifts for the defaults); the
+    winner's SSD is recomputed directly so the returned figures carry no FFT round-off.
+    Ties go to the smallest ``|shift|``.
+    """
+    result, sharp = _as_float_image("result", result), _as_float_image("sharp", sharp)
+    _same_shape(result, sharp, "result and sharp")
+    if not (step > 0 and max_shift >= 0):
+        raise ValueError(f"need step > 0 and max_shift >= 0, got step={step}, max_shift={max_shift}")
+    if crop < int(np.ceil(max_shift)) + 1:
+        raise ValueError(f"crop ({crop}) must be at least max_shift + 1 ({int(np.ceil(max_shift)) + 1})")
+    if min(sharp.shape[:2]) <= 2 * crop:
+        raise ValueError(f"images of shape {sharp.shape[:2]} are too small for crop={crop}")
+    squeeze = result.ndim == 2
+    moving = result[..., None] if squeeze else result
+    fixed = sharp[..., None] if squeeze else sharp
+    shifts = _shift_grid(max_shift, step)
+    ssd = _ssd_all_shifts(moving, fixed, crop, shifts)
+    # Prefer the smallest shift among (numerically) equal SSDs so a perfect match gives 0.
+    norm = shifts[:, None] ** 2 + shifts[None, :] ** 2
+    tolerance = 1e-9 * max(1.0, float(np.min(ssd)))
+    candidates = np.argwhere(ssd <= np.min(ssd) + tolerance)
+    iy, ix = min(candidates, key=lambda c: norm[c[0], c[1]])
+    sy, sx = float(shifts[iy]), float(shifts[ix])
+    h, w = sharp.shape[0] - 2 * crop, sharp.shape[1] - 2 * crop
+    aligned = _bilinear_sample(moving, (crop + sy, h), (crop + sx, w))
+    target = fixed[crop : crop + h, crop : crop + w]
+    exact = float(np.sum((aligned - target) ** 2))
+    if squeeze:
+        aligned, target = aligned[..., 0], target[..., 0]
+    return Alignment(aligned, target, (sy, sx), exact)
+
+
+def kernel_similarity(estimate: np.ndarray, true: np.ndarray) -> float:
+    """Maximum normalised cross-correlation of two kernels over all shifts, in ``[0, 1]``.
+
+    The kernels may differ in size; 1 means equal up to a shift (and a positive scale).
+    """
+    estimate = np.asarray(estimate, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    for name, k in (("estimate", estimate), ("true", true)):
+        if k.ndim != 2:
+            raise ValueError(f"{name} kernel must be 2-D (kh, kw), got shape {k.shape}")
+        if not np.any(k):
+            raise ValueError(f"{name} kernel is all zeros")
+    corr = fftconvolve(estimate, true[::-1, ::-1], mode="full")
+    return float(np.max(corr) / (np.linalg.norm(estimate) * np.linalg.norm(true)))
+
+
+def error_ratio(result: np.ndarray, reference: np.ndarray, sharp: np.ndarray) -> float:
+    """``SSD(result, sharp) / SSD(reference, sharp)``, each aligned up to shift first.
+
+    ``reference`` is the non-blind deconvolution with the true kernel (Levin et al. 2009).
+    """
+    ssd_result = align_up_to_shift(result, sharp).ssd
+    ssd_reference = align_up_to_shift(reference, sharp).ssd
+    if ssd_reference == 0:
+        raise ValueError("the reference equals the sharp image exactly; the error ratio is undefined")
+    return ssd_result / ssd_reference
+
+
+def affine_fit(result: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``gain * result + offset`` with the least-squares gain and offset against ``truth``.
+
+    For data in other units than the ground truth (microscopy counts against a ``[0, 1]``
+    phantom): the fit removes the camera offset and the photon scale before PSNR/SSIM, and
+    nothing else.
+    """
+    result = np.asarray(result, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    _same_shape(result, truth, "result and truth")
+    gain, offset = _affine_coefficients(result, truth)
+    return gain * result + offset
+
+
+def _affine_coefficients(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    a = np.stack([x.ravel(), np.ones(x.size)], axis=1)
+    (gain, offset), *_ = np.linalg.lstsq(a, y.ravel(), rcond=None)
+    return float(gain), float(offset)
+
+
+def levin_scores(
+    result: np.ndarray,
+    sharp: np.ndarray,
+    reference: np.ndarray | None = None,
+    kernel: np.ndarray | None = None,
+    true_kernel: np.ndarray | None = None,
+    *,
+    fit_intensity: bool = False,
+) -> dict[str, float]:
+    """All figures of the Levin protocol for one image.
+
+    Parameters
+    ----------
+    result, sharp : ndarray of float, shape (H, W) or (H, W, 3)
+        The deblurred image and the ground truth in ``[0, 1]``.
+    reference : ndarray of float, optional
+        Non-blind deconvolution with the true kernel; adds ``error_ratio``.
+    kernel, true_kernel : ndarray, optional
+        Estimated and true kernels; add ``kernel_similarity`` when both are given.
+    fit_intensity : bool
+        Fit gain and offset of ``result`` (and ``reference``) to ``sharp`` by least squares
+        before scoring, refitted on the aligned crop (for data in counts).
+
+    Returns
+    -------
+    dict
+        ``psnr``, ``ssim``, ``ssd``, ``shift_y``, ``shift_x`` and, when the inputs allow,
+        ``error_ratio`` and ``kernel_similarity`` (Python floats).
+    """
+    aligned = _aligned(result, sharp, fit_intensity)
+    scores = {
+        "psnr": psnr(aligned.aligned, aligned.sharp),
+        "ssim": ssim(aligned.aligned, aligned.sharp),
+        "ssd": aligned.ssd,
+        "shift_y": aligned.shift[0],
+        "shift_x": aligned.shift[1],
+    }
+    if reference is not None:
+        ref = _aligned(reference, sharp, fit_intensity)
+        scores["error_ratio"] = aligned.ssd / ref.ssd if ref.ssd > 0 else float("nan")
+    if kernel is not None and true_kernel is not None:
+        scores["kernel_similarity"] = kernel_similarity(kernel, true_kernel)
+    return scores
+
+
+def _aligned(result: np.ndarray, sharp: np.ndarray, fit_intensity: bool) -> Alignment:
+    if not fit_intensity:
+        return align_up_to_shift(result, sharp)
+    sharp = _as_float_image("sharp", sharp)
+    fitted = affine_fit(result, sharp)
+    first = align_up_to_shift(fitted, sharp)
+    # The first fit saw the two images unregistered; refit on the aligned crop (bilinear
+    # sampling commutes with an affine intensity map) and align once more.
+    gain, offset = _affine_coefficients(first.aligned, first.sharp)
+    return align_up_to_shift(gain * fitted + offset, sharp)
+
+
+# --- Levin et al.'s data set ---------------------------------------------------------------
+
+_CASE_NAME = re.compile(r"^im(\d+)_kernel(\d+)_img\.png$")
+
+
+@dataclass(frozen=True)
+class LevinCase:
+    """One image of Levin's set, as float64 in ``[0, 1]``, with its true kernel.
+
+    ``kernel`` sums to 1 and is oriented for this project's convention (true convolution,
+    centre at ``(kh // 2, kw // 2)``); ``rotated`` tells whether the stored PNG had to be
+    turned by 180 degrees; ``residual_stored``/``residual_rotated`` are the RMS misfits
+    (in [0, 1] units) of ``blurred`` against ``convolve(sharp, k)`` for both orientations.
+    """
+
+    name: str
+    blurred: np.ndarray
+    sharp: np.ndarray
+    kernel: np.ndarray
+    rotated: bool
+    residual_stored: float
+    residual_rotated: float
+
+
+def orient_kernel(
+    blurred: np.ndarray, sharp: np.ndarray, kernel: np.ndarray, *, max_shift: float = 8.0
+) -> tuple[np.ndarray, bool, float, float]:
+    """Choose between ``kernel`` and its 180-degree rotation by which explains ``blurred`` better.
+
+    Each candidate blurs ``sharp`` (true convolution); the prediction is aligned to
+    ``blurred`` up to a sub-pixel shift (recorded blur and photograph are not registered to
+    each other), on the interior only, away from the zero-padded borders of the prediction.
+
+    Returns
+    -------
+    kernel : ndarray of float64
+        The better orientation, normalised to sum 1.
+    rotated : bool
+        True when that is the rotated one.
+    residual_stored, residual_rotated : float
+        RMS residuals of both candidates.
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim != 2 or kernel.sum() <= 0:
+        raise ValueError(f"kernel must be 2-D with a positive sum, got shape {kernel.shape}")
+    kernel = kernel / kernel.sum()
+    blurred = _as_float_image("blurred", blurred)
+    sharp = _as_float_image("sharp", sharp)
+    crop = int(np.ceil(max_shift)) + max(kernel.shape) // 2 + 2
+    residuals = []
+    for candidate in (kernel, kernel[::-1, ::-1]):
+        prediction = fftconvolve(sharp, candidate, mode="same")
+        fit = align_up_to_shift(prediction, blurred, max_shift=max_shift, crop=crop)
+        residuals.append(float(np.sqrt(fit.ssd / fit.sharp.size)))
+    rotated = residuals[1] < residuals[0]
+    chosen = np.ascontiguousarray(kernel[::-1, ::-1] if rotated else kernel)
+    return chosen, rotated, residuals[0], residuals[1]
+
+
+def _read_unit(path: Path) -> np.ndarray:
+    from .io import read_image
+
+    image = read_image(path)
+    if image.ndim == 3:  # some copies of the set store grey as RGB(A)
+        image = image[..., :3].mean(axis=2) if image.shape[2] >= 3 else image[..., 0]
+    return np.asarray(image, dtype=np.float64) / 255.0
+
+
+def load_levin_case(root: str | Path, image_index: int, kernel_index: int) -> LevinCase:
+    """Load ``imI_kernelJ_img.png``, ``gt/imI.png`` and ``gt/kernelJ.png`` from ``root``.
+
+    The blurred and sharp images are returned in ``[0, 1]``; the kernel in the orientation
+    chosen by :func:`orient_kernel`.
+    """
+    root = Path(root)
+    name = f"im{image_index}_kernel{kernel_index}"
+    paths = (root / f"{name}_img.png", root / "gt" / f"im{image_index}.png", root / "gt" / f"kernel{kernel_index}.png")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"Levin data set file missing: {path}")
+    blurred, sharp, stored = (_read_unit(p) for p in paths)
+    kernel, rotated, res_stored, res_rotated = orient_kernel(blurred, sharp, stored)
+    return LevinCase(name, blurred, sharp, kernel, rotated, res_stored, res_rotated)
+
+
+def list_levin_cases(root: str | Path, pattern: str = "im*_kernel*") -> list[tuple[int, int]]:
+    """``(image_index, kernel_index)`` of every blurred image under ``root`` matching ``pattern``.
+
+    ``pattern`` is a glob on the file stem without ``_img.png`` (``"im1_kernel*"``), sorted
+    numerically by image, then kernel.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Levin data folder not found: {root}")
+    stem = pattern[: -len("_img.png")] if pattern.endswith("_img.png") else pattern
+    found = []
+    for path in root.glob(f"{stem}_img.png"):
+        match = _CASE_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), int(match.group(2))))
+    return sorted(found)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .core.config import SolverConfig, resolve_config
+from .core.nonblind import deconvolve
 from .core.devices import device_name, release_memory, resolve_device
 from .core.optimizer import optimize
 from .core.results import DeblurResult, Progress
@@ -118,6 +119,13 @@ def deblur(
     elapsed = time.perf_counter() - start
 
     kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
+    kernel /= kernel.sum()
+    if config.final == "nonblind":
+        final_start = time.perf_counter()
+        image_out = deconvolve(array, kernel, method="sparse", device=run_device)
+        elapsed += time.perf_counter() - final_start
+    else:
+        image_out = to_output(state.image)
     params = {
         "method": method,
         "kernel_size": list(kernel_shape),
@@ -131,8 +139,8 @@ def deblur(
         "torch": torch.__version__,
     }
     return DeblurResult(
-        image=to_output(state.image),
-        kernel=kernel / kernel.sum(),
+        image=image_out,
+        kernel=kernel,
         history=np.asarray(state.history, dtype=np.float32),
         params=params,
         device=device_name(run_device),

@@ -37,7 +37,10 @@ class SolverConfig:
         ``edge_decay`` every ``edge_decay_fraction`` of the run; ``mask_warmup``: iterations
         before the edge mask is used.
     Output
-        ``headroom``: the deblurred image may exceed the blurred image's intensity range by
+        ``final``: ``"generator"`` returns the network's full-scale output (the paper: no
+        non-blind step); ``"nonblind"`` deconvolves the input with the estimated kernel by the
+        sparse-prior solver of :mod:`.nonblind` (better on short runs, whose generator output
+        is still smooth); ``headroom``: the deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
     """
@@ -63,6 +66,7 @@ class SolverConfig:
     edge_decay_fraction: float = 0.1
     mask_warmup: int = 1
     headroom: float = 1.0
+    final: Literal["generator", "nonblind"] = "generator"
     preview_every: int = 10
 
     def __post_init__(self) -> None:
@@ -78,6 +82,8 @@ class SolverConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.loss not in ("ssim", "mse"):
             raise ValueError(f"loss must be 'ssim' or 'mse', got {self.loss!r}")
+        if self.final not in ("generator", "nonblind"):
+            raise ValueError(f"final must be 'generator' or 'nonblind', got {self.final!r}")
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
 

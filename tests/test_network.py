@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from napari_selfmsnet.core.convolution import scale_geometry
+from napari_selfmsnet.core.network import SelfMSNet, canvas_size
+from napari_selfmsnet.core.losses import ssim
+
+
+@pytest.mark.parametrize("image", [(64, 64), (67, 58)])
+@pytest.mark.parametrize("scales", [(0.125, 0.25, 0.5, 1.0), (1.0,)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_output_shapes_at_every_scale(image, scales, channels):
+    geometry = scale_geometry(image, (7, 7), scales)
+    padded = [g.padded for g in geometry]
+    canvas = canvas_size(padded, scales, depth=5)
+    assert canvas[0] % 32 == 0 and canvas[1] % 32 == 0
+    net = SelfMSNet(scales, out_channels=channels, width=8)
+    inputs = [torch.rand(1, 16, canvas[0] >> lv, canvas[1] >> lv) for lv in net.levels]
+    with torch.no_grad():
+        outputs = net(inputs, padded)
+    assert [tuple(o.shape) for o in outputs] == [(1, channels, *p) for p in padded]
+    for o in outputs:
+        assert float(o.min()) >= 0 and float(o.max()) <= 1
+
+
+def test_non_power_of_two_scale_raises():
+    with pytest.raises(ValueError, match="powers of 1/2"):
+        SelfMSNet((0.3, 1.0))
+
+
+def test_ssim_loss_matches_scikit_image(rng):
+    from skimage.metrics import structural_similarity
+
+    a = rng.random((40, 40))
+    b = a + 0.1 * rng.normal(size=a.shape)
+    expected = structural_similarity(
+        a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    got = ssim(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None])
+    # scikit-image averages over the padded-cropped image, we over the valid part.
+    assert float(got) == pytest.approx(expected, abs=0.02)
+
+
+def test_ssim_gradcheck(rng):
+    a = torch.from_numpy(rng.random((1, 1, 12, 12))).requires_grad_()
+    b = torch.from_numpy(rng.random((1, 1, 12, 12)))
+    assert torch.autograd.gradcheck(lambda t: ssim(t, b), (a,))

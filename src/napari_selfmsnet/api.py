@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from .core.config import SolverConfig, resolve_config
-from .core.nonblind import deconvolve
 from .core.devices import device_name, release_memory, resolve_device
 from .core.optimizer import optimize
+from .core.refine import nonblind_finish
 from .core.results import DeblurResult, Progress
 from .core.validation import IntensityMap, check_image, check_kernel_size
 
@@ -113,19 +113,20 @@ def deblur(
             if callback(progress) is True or progress.stop:
                 cancelled = True
                 break
+        run.close()
+        kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
+        kernel /= kernel.sum()
+        if config.final == "nonblind":
+            image_unit, kernel = nonblind_finish(unit, kernel, config, run_device)
+            image_out = intensity.to_input_units(image_unit)
+        else:
+            image_out = to_output(state.image)
     finally:
         run.close()
+        del observation
         release_memory(run_device)
     elapsed = time.perf_counter() - start
 
-    kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
-    kernel /= kernel.sum()
-    if config.final == "nonblind":
-        final_start = time.perf_counter()
-        image_out = deconvolve(array, kernel, method="sparse", device=run_device)
-        elapsed += time.perf_counter() - final_start
-    else:
-        image_out = to_output(state.image)
     params = {
         "method": method,
         "kernel_size": list(kernel_shape),

@@ -40,7 +40,9 @@ class SolverConfig:
         ``final``: ``"generator"`` returns the network's full-scale output (the paper: no
         non-blind step); ``"nonblind"`` deconvolves the input with the estimated kernel by the
         sparse-prior solver of :mod:`.nonblind` (better on short runs, whose generator output
-        is still smooth); ``headroom``: the deblurred image may exceed the blurred image's intensity range by
+        is still smooth); ``refine_rounds``: with ``final="nonblind"``, rounds of
+        (sparse non-blind deconvolution, kernel step on its sharper result) that polish the
+        full-scale kernel before the last deconvolution; ``headroom``: the deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
     """
@@ -67,6 +69,7 @@ class SolverConfig:
     mask_warmup: int = 1
     headroom: float = 1.0
     final: Literal["generator", "nonblind"] = "generator"
+    refine_rounds: int = 0
     preview_every: int = 10
 
     def __post_init__(self) -> None:

@@ -1,0 +1,404 @@
+"""From a napari Image layer to an engine job, and from its result back to layer data.
+
+Nothing here imports napari or Qt: the functions take the layer's public attributes (duck
+typing), so they are tested without a viewer and the widget stays a thin shell around them.
+Data is never loaded whole: a plane is read with ``np.asarray(data[index])`` only when the
+engine asks for it, so Dask- and Zarr-backed layers stay lazy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .core.config import PRESETS
+from .core.results import Progress
+
+__all__ = [
+    "DeblurJob",
+    "JobOutcome",
+    "LayerSource",
+    "PlaneStack",
+    "describe_layer",
+    "deblurred_layer_kwargs",
+    "kernel_layer_kwargs",
+    "preview_layer_kwargs",
+    "progress_step",
+]
+
+#: Integer dtypes the engine does not take directly; planes are read as float64 instead.
+_WIDE_INTEGERS = (np.dtype(np.int64), np.dtype(np.uint64))
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """What the widget needs to know about an Image layer, without reading its pixels.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name (results are called ``"<name> deblurred"`` and ``"<name> kernel"``).
+    data : array-like
+        The full-resolution data (level 0 of a multiscale layer); numpy, dask or zarr.
+    rgb : bool
+        True when the last axis holds colour channels.
+    channels : int
+        Size of the colour axis (3 or 4) for RGB(A) layers, 0 for grey ones.
+    scale, translate : tuple of float
+        One entry per non-colour axis, as napari stores them.
+    axis_labels, units : tuple of str or None
+        One entry per non-colour axis (None when the napari version has no such attribute).
+    contrast_limits : tuple of float
+        The input's display range, given to the result so both look alike.
+    colormap : str or None
+        The input's colormap name (grey layers only).
+    multiscale : bool
+        True when the layer is multiscale (``data`` is then its level 0).
+    """
+
+    name: str
+    data: Any
+    rgb: bool
+    channels: int
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    axis_labels: tuple[str, ...] | None
+    units: tuple[str, ...] | None
+    contrast_limits: tuple[float, float]
+    colormap: str | None
+    multiscale: bool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of one plane."""
+        dims = self.shape[:-1] if self.rgb else self.shape
+        return dims[-2], dims[-1]
+
+    @property
+    def leading_shape(self) -> tuple[int, ...]:
+        """The non-spatial, non-colour axes (``()`` for a single 2-D image)."""
+        dims = self.shape[:-1] if self.rgb else self.shape
+        return dims[:-2]
+
+    @property
+    def is_stack(self) -> bool:
+        """True when the layer has more than two non-colour axes."""
+        return len(self.leading_shape) > 0
+
+    @property
+    def planes(self) -> int:
+        return math.prod(self.leading_shape)
+
+
+def describe_layer(layer: Any) -> LayerSource:
+    """Collect the public attributes of an Image ``layer`` that the widget uses.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        Any object with napari's Image layer attributes (``data``, ``rgb``, ``multiscale``,
+        ``scale``, ``translate``, ``contrast_limits``...).
+
+    Returns
+    -------
+    LayerSource
+        Level 0 of a multiscale layer, the data itself otherwise; nothing is read.
+    """
+    multiscale = bool(getattr(layer, "multiscale", False))
+    data = layer.data[0] if multiscale else layer.data
+    rgb = bool(getattr(layer, "rgb", False))
+    colormap = None if rgb else getattr(getattr(layer, "colormap", None), "name", None)
+    labels = getattr(layer, "axis_labels", None)
+    units = getattr(layer, "units", None)
+    return LayerSource(
+        name=str(layer.name),
+        data=data,
+        rgb=rgb,
+        channels=int(data.shape[-1]) if rgb else 0,
+        scale=tuple(float(s) for s in layer.scale),
+        translate=tuple(float(t) for t in layer.translate),
+        axis_labels=None if labels is None else tuple(str(a) for a in labels),
+        units=None if units is None else tuple(str(u) for u in units),
+        contrast_limits=tuple(float(c) for c in layer.contrast_limits),
+        colormap=colormap,
+        multiscale=multiscale,
+    )
+
+
+class PlaneStack:
+    """The planes of a layer as a lazy ``(P, H, W)`` or ``(P, H, W, 3)`` array-like.
+
+    ``napari_selfmsnet.stack.deblur_stack`` reads planes one at a time with
+    ``np.asarray(stack[i])``; this maps ``i`` onto the layer's leading axes (a 4-D
+    ``(T, Z, Y, X)`` layer gives ``T * Z`` planes, T-major), so no reshape of the (possibly
+    lazy) data is needed. Each plane read is also checked: an RGBA plane loses its alpha
+    channel, 64-bit integers become float64 (the engine takes up to 32-bit integers), and a
+    plane holding NaN or infinity raises a ``ValueError`` naming the plane, before the engine
+    sees it.
+
+    Parameters
+    ----------
+    source : LayerSource
+        The layer to read.
+    indices : sequence of tuple of int, optional
+        The leading-axis indices of the planes to expose, in order; by default all of them.
+    """
+
+    def __init__(self, source: LayerSource, indices: list[tuple[int, ...]] | None = None) -> None:
+        self.source = source
+        if indices is None:
+            indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*source.leading_shape)]
+        if not indices:
+            raise ValueError(f"layer {source.name!r} has no planes (shape {source.shape})")
+        self.indices = list(indices)
+        plane = source.spatial_shape + ((3,) if source.rgb else ())
+        self.shape = (len(self.indices), *plane)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float64) if source.dtype in _WIDE_INTEGERS else source.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"PlaneStack is read one plane at a time with an int index, got {index!r}")
+        position = self.indices[int(index)]
+        plane = np.asarray(self.source.data[position])
+        if self.source.rgb:
+            plane = plane[..., :3]
+        if plane.dtype in _WIDE_INTEGERS:
+            plane = plane.astype(np.float64)
+        if plane.dtype.kind == "f" and not np.all(np.isfinite(plane)):
+            where = f"plane {position} of " if position else ""
+            raise ValueError(
+                f"{where}layer {self.source.name!r} contains NaN or infinite values; "
+                "replace them (e.g. np.nan_to_num) before deblurring"
+            )
+        return plane
+
+
+def _spatial(values: tuple[Any, ...] | None, keep_leading: bool) -> tuple[Any, ...] | None:
+    if values is None:
+        return None
+    return tuple(values) if keep_leading else tuple(values[-2:])
+
+
+def _display_kwargs(source: LayerSource, keep_leading: bool) -> dict[str, Any]:
+    """Scale, translate, axis labels and units of the result (all axes, or the last two)."""
+    kwargs: dict[str, Any] = {
+        "scale": _spatial(source.scale, keep_leading),
+        "translate": _spatial(source.translate, keep_leading),
+    }
+    if source.axis_labels is not None:
+        kwargs["axis_labels"] = _spatial(source.axis_labels, keep_leading)
+    if source.units is not None:
+        kwargs["units"] = _spatial(source.units, keep_leading)
+    return kwargs
+
+
+def deblurred_layer_kwargs(source: LayerSource, metadata: dict[str, Any], *, stack: bool) -> dict[str, Any]:
+    """Keyword arguments of ``viewer.add_image`` for the deblurred image.
+
+    Parameters
+    ----------
+    source : LayerSource
+        The input layer.
+    metadata : dict
+        The run's parameters, device, time and final loss.
+    stack : bool
+        True when the result has the input's leading axes (all planes); False for one plane
+        (the result then carries the scale and translate of the last two axes only).
+    """
+    kwargs = _display_kwargs(source, keep_leading=stack)
+    kwargs.update(
+        name=f"{source.name} deblurred",
+        rgb=source.rgb,
+        contrast_limits=source.contrast_limits,
+        metadata=metadata,
+    )
+    if source.colormap is not None:
+        kwargs["colormap"] = source.colormap
+    return kwargs
+
+
+def kernel_layer_kwargs(
+    source: LayerSource, kernel: np.ndarray, metadata: dict[str, Any], *, stack: bool
+) -> dict[str, Any]:
+    """Keyword arguments of ``viewer.add_image`` for the kernel (or the stack of kernels).
+
+    The kernel takes the input's pixel size (its scale) so it appears at the physical size of
+    the blur; a per-plane stack of kernels also keeps the leading axes' scale and translate, so
+    it follows the same sliders as the image.
+    """
+    kwargs = _display_kwargs(source, keep_leading=stack)
+    peak = float(np.max(kernel)) if kernel.size else 1.0
+    kwargs.update(
+        name=f"{source.name} kernel",
+        colormap="inferno",
+        contrast_limits=(0.0, peak if peak > 0 else 1.0),
+        interpolation2d="nearest",
+        metadata=metadata,
+    )
+    return kwargs
+
+
+def preview_layer_kwargs(source: LayerSource) -> dict[str, Any]:
+    """Keyword arguments of ``viewer.add_image`` for the live preview of the current plane."""
+    kwargs = _display_kwargs(source, keep_leading=False)
+    kwargs.update(name=f"{source.name} preview", rgb=source.rgb, contrast_limits=source.contrast_limits)
+    if source.colormap is not None:
+        kwargs["colormap"] = source.colormap
+    return kwargs
+
+
+@dataclass(frozen=True)
+class DeblurJob:
+    """Everything one run needs, checked and captured when Run is pressed.
+
+    ``planes`` reads the layer lazily; in ``"current"`` and ``"single"`` mode it holds the one
+    plane to deblur (``plane_index`` is its position on the leading axes in ``"current"`` mode).
+    """
+
+    source: LayerSource
+    planes: PlaneStack
+    mode: str
+    kernel_size: int
+    method: str
+    preset: str
+    iterations: int | None
+    device: str
+    seed: int
+    plane_index: tuple[int, ...] | None = None
+
+    @property
+    def total_steps(self) -> int:
+        """Length of the progress bar: iterations, plus one step per plane deconvolved."""
+        iterations = self.iterations or PRESETS[self.preset].iterations
+        if self.mode == "shared":
+            return iterations + len(self.planes)
+        if self.mode == "per-plane":
+            return iterations * len(self.planes)
+        return iterations
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        # Every iteration reaches the callback, so Cancel is honoured within one iteration
+        # even with the slow "quality" preset; the forwarding to the GUI is throttled instead.
+        config = dataclasses.replace(PRESETS[self.preset], preview_every=1)
+        return {
+            "method": self.method,
+            "iterations": self.iterations,
+            "preset": config,
+            "device": self.device,
+            "seed": self.seed,
+        }
+
+    def run(self, callback: Callable[[Progress], bool]) -> JobOutcome:
+        """Run the engine (in the worker thread) and shape the result like the layer."""
+        from .api import deblur
+        from .stack import deblur_stack
+
+        source = self.source
+        if self.mode in ("current", "single"):
+            result = deblur(self.planes[0], self.kernel_size, callback=callback, **self.engine_kwargs())
+            image, kernel = result.image, result.kernel
+            params, device = result.params, result.device
+            elapsed, loss, cancelled = result.elapsed_s, result.final_loss, result.cancelled
+            extra: dict[str, Any] = {"iterations_run": int(result.iterations_run)}
+            if self.plane_index is not None:
+                extra["plane"] = list(self.plane_index)
+        else:
+            result = deblur_stack(
+                self.planes, self.kernel_size, mode=self.mode, callback=callback, **self.engine_kwargs()
+            )
+            plane_shape = tuple(result.image.shape[1:])
+            image = np.asarray(result.image).reshape(source.leading_shape + plane_shape)
+            if self.mode == "shared":
+                kernel = result.kernel
+            else:
+                kernel = result.kernels.reshape(source.leading_shape + tuple(result.kernels.shape[1:]))
+            params, device = result.params, result.device
+            elapsed, loss, cancelled = result.elapsed_s, result.final_loss, result.cancelled
+            extra = {}
+        metadata = {
+            "source_layer": source.name,
+            "mode": self.mode,
+            "method": self.method,
+            "preset": self.preset,
+            "iterations": self.iterations or PRESETS[self.preset].iterations,
+            "kernel_size": self.kernel_size,
+            "seed": self.seed,
+            "device_requested": self.device,
+            "device": device,
+            "elapsed_s": float(elapsed),
+            "final_loss": float(loss),
+            "cancelled": bool(cancelled),
+            "data_level": 0 if source.multiscale else None,
+            **extra,
+            "params": _name_preset(params, self.preset),
+        }
+        return JobOutcome(
+            image=np.asarray(image, dtype=np.float32),
+            kernel=np.asarray(kernel, dtype=np.float32),
+            metadata=metadata,
+            cancelled=bool(cancelled),
+        )
+
+
+def _name_preset(params: dict[str, Any], preset: str) -> dict[str, Any]:
+    """``params`` with the preset's name where the engine wrote "custom".
+
+    The widget passes the preset as a SolverConfig (to get a callback every iteration), which
+    the engine records as "custom"; the layer's metadata names the preset it came from.
+    """
+    named = dict(params)
+    if named.get("preset") == "custom":
+        named["preset"] = preset
+    if isinstance(named.get("plane_params"), list):
+        named["plane_params"] = [
+            None if plane is None else _name_preset(plane, preset) for plane in named["plane_params"]
+        ]
+    return named
+
+
+@dataclass
+class JobOutcome:
+    """What the worker returns: result arrays shaped for napari, and the layers' metadata."""
+
+    image: np.ndarray | None
+    kernel: np.ndarray | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    cancelled: bool = False
+    #: A user-facing reason when the engine refused the input (the arrays are None then).
+    error: str | None = None
+
+
+def progress_step(progress: Progress, job: DeblurJob, phase: dict[str, Any]) -> int:
+    """Position of a progress record on the widget's bar (0 .. ``job.total_steps``).
+
+    ``phase`` is a dict kept by the caller for the whole run (shared mode tells the blind run
+    on the reference plane from the non-blind pass over the planes with it).
+    """
+    iterations = job.iterations or PRESETS[job.preset].iterations
+    if job.mode == "per-plane":
+        return (progress.plane or 0) * iterations + progress.iteration
+    if job.mode == "shared":
+        # Records of the blind run on the reference plane come first (iterations increasing);
+        # then one record per plane deconvolved (iteration = planes done, total = planes).
+        if phase.get("nonblind") or progress.total != iterations or progress.iteration <= phase.get("last", 0):
+            phase["nonblind"] = True
+            return iterations + progress.iteration
+        phase["last"] = progress.iteration
+    return progress.iteration

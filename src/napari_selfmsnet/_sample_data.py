@@ -1,0 +1,60 @@
+"""Sample data for napari (File > Open Sample > napari-selfmsnet).
+
+The images come from :mod:`napari_selfmsnet.samples` (a fixed-seed synthetic phantom of
+filaments and beads, blurred by a drift kernel, with Poisson noise), so napari, the
+documentation and the tests all see the same pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .samples import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample
+
+__all__ = ["blurred_sample_data", "sharp_sample_data"]
+
+
+def blurred_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
+    """The blurred, noisy uint16 sample: the image to deblur (kernel size ``SAMPLE_KERNEL_SIZE``)."""
+    # samples.py hands out one cached read-only array; the layer gets its own writable copy.
+    return [
+        (
+            np.array(blurred_sample()),
+            {
+                "name": "blurred sample",
+                "colormap": "gray",
+                "metadata": {
+                    "description": "synthetic filaments and beads, drift blur, Poisson noise (uint16)",
+                    "suggested_kernel_size": SAMPLE_KERNEL_SIZE,
+                },
+            },
+            "image",
+        )
+    ]
+
+
+def sharp_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
+    """The sharp original of the blurred sample, and the kernel that blurred it."""
+    return [
+        (
+            np.array(sharp_sample()),
+            {
+                "name": "sharp sample",
+                "colormap": "gray",
+                "metadata": {"description": "the sharp phantom behind the blurred sample (float32, 0 to 1)"},
+            },
+            "image",
+        ),
+        (
+            np.array(sample_kernel()),
+            {
+                "name": "true kernel",
+                "colormap": "inferno",
+                "interpolation2d": "nearest",
+                "metadata": {"description": "the drift kernel that blurred the sample (sums to 1)"},
+            },
+            "image",
+        ),
+    ]

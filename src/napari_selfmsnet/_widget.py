@@ -1,0 +1,455 @@
+"""The napari dock widget "Blind deblur (Self-MSNet)".
+
+A thin shell: named magicgui controls, a validation step that turns them into a
+:class:`~napari_selfmsnet._layers.DeblurJob`, and a napari generator worker that runs the job
+in a thread. The engine
+(:func:`napari_selfmsnet.deblur`, :mod:`napari_selfmsnet.stack`) reports progress through its
+callback; the callback forwards throttled records to the GUI through the worker's ``yielded``
+signal and answers ``True`` once Cancel was pressed, so the run stops at its next record.
+Registered only through ``napari.yaml``; the package's ``__init__`` never imports this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils import cancelable_progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+
+from ._layers import (
+    DeblurJob,
+    JobOutcome,
+    LayerSource,
+    PlaneStack,
+    deblurred_layer_kwargs,
+    describe_layer,
+    kernel_layer_kwargs,
+    preview_layer_kwargs,
+    progress_step,
+)
+from .core.config import METHOD_SCALES, PRESETS
+from .core.convolution import scale_geometry
+from .core.devices import available_devices, release_memory, resolve_device
+from .core.results import Progress
+from .core.validation import check_kernel_size
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["DeblurWidget"]
+
+#: The engine's callback fires every iteration in the widget (see ``DeblurJob.config``); the
+#: GUI is sent at most this many progress records per second...
+_PROGRESS_INTERVAL_S = 0.1
+#: ...and the preview layer is refreshed at most this often, so a fast GPU run does not flood
+#: the event loop with image copies.
+_PREVIEW_INTERVAL_S = 0.3
+
+METHODS = (("Self-MSNet", "self-msnet"), ("Self-MSNet-S", "self-msnet-s"))
+STACK_MODES = (
+    ("current plane only", "current"),
+    ("all planes, one shared kernel", "shared"),
+    ("all planes, one kernel each", "per-plane"),
+)
+_STACK_MODE_TOOLTIP = (
+    "For layers with more than two (non-colour) dimensions.\n"
+    "current plane only: deblur the plane shown by the sliders; the result is 2-D.\n"
+    "all planes, one shared kernel: estimate the kernel by a blind run on the plane with the\n"
+    "  strongest edges (the reference plane), then deblur every plane with that kernel by fast\n"
+    "  non-blind deconvolution; right when the blur is the same throughout the stack.\n"
+    "all planes, one kernel each: a blind run per plane (slowest: one full run per plane)."
+)
+
+
+class _ProgressChannel:
+    """The engine's callback, called in the worker thread.
+
+    Forwards at most one record per ``_PROGRESS_INTERVAL_S`` to the GUI (``emit`` is the
+    worker's ``yielded`` signal, queued to the main thread) and strips the preview image from
+    records sent sooner than ``_PREVIEW_INTERVAL_S`` after the last one that carried it.
+    Returns True, which makes the engine stop, once ``stop_requested()`` says so.
+    """
+
+    def __init__(self, stop_requested: Callable[[], bool]) -> None:
+        self.stop_requested = stop_requested
+        self.emit: Callable[[Any], None] | None = None
+        self._last_sent = -np.inf
+        self._last_image = -np.inf
+
+    def __call__(self, progress: Progress) -> bool:
+        if self.stop_requested():
+            return True
+        now = time.monotonic()
+        if self.emit is not None and now - self._last_sent >= _PROGRESS_INTERVAL_S:
+            self._last_sent = now
+            if progress.image is not None and now - self._last_image >= _PREVIEW_INTERVAL_S:
+                self._last_image = now
+            else:
+                progress = dataclasses.replace(progress, image=None, kernel=None)
+            self.emit(progress)
+        return False
+
+
+@thread_worker(start_thread=False)
+def _run_job(job: DeblurJob, channel: _ProgressChannel) -> Generator[str, None, JobOutcome]:
+    """The worker: announce the start, run the job, hand back its outcome.
+
+    Progress records reach the GUI through ``channel`` (the ``yielded`` signal) while the
+    engine runs; a refusal of the input by the engine (``ValueError``/``TypeError``, for
+    example NaN found in a lazily read plane) comes back as an outcome with ``error`` set, to
+    be shown as a notification. Anything else is a bug and propagates to napari's handler.
+    """
+    yield "started"
+    try:
+        return job.run(channel)
+    except (ValueError, TypeError) as err:
+        return JobOutcome(image=None, kernel=None, error=str(err))
+    finally:
+        # Cached GPU memory goes back to the system whether the run ended, failed or was
+        # cancelled (deblur releases its own; the non-blind stage of a stack may hold more).
+        release_memory(resolve_device(job.device))
+
+
+class DeblurWidget(Container):
+    """Blind deblurring of an Image layer with Self-MSNet, as a napari dock widget.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer whose Image layers are offered and where results are added.
+
+    Notes
+    -----
+    Controls are attributes (``image_layer``, ``kernel_size``, ``method``, ``preset``,
+    ``iterations``, ``device``, ``seed``, ``stack_mode``, ``run_button``, ``cancel_button``,
+    ``progress_bar``, ``status``), so scripts and tests set ``.value`` and call
+    :meth:`run` / :meth:`cancel`. The running worker is ``self.worker`` (None when idle).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.worker = None
+        self._job: DeblurJob | None = None
+        self._pbar: cancelable_progress | None = None
+        self._cancel_requested = False
+        self._phase: dict[str, Any] = {}
+        self._last_preview = -np.inf
+        self._adding_layers = False
+        self._closed = False
+
+        self.image_layer = ComboBox(
+            name="image_layer",
+            label="image",
+            choices=self._image_layer_choices,
+            tooltip="The Image layer to deblur (Labels, Points... are not offered). Never modified.",
+        )
+        self.kernel_size = SpinBox(
+            name="kernel_size",
+            label="kernel size",
+            value=15,
+            min=3,
+            max=255,
+            step=2,
+            tooltip="Odd size in pixels of the blur kernel's support. Err on the large side; "
+            "the image must be at least twice as large.",
+        )
+        self.method = ComboBox(
+            name="method",
+            choices=list(METHODS),
+            value="self-msnet",
+            tooltip="Self-MSNet: multi-scale generator (scales 1/8 to 1). "
+            "Self-MSNet-S: single scale (faster, for small images or kernels).",
+        )
+        self.preset = ComboBox(
+            name="preset",
+            choices=list(PRESETS),
+            value="fast",
+            tooltip="fast: about a minute for 256 x 256 on 2 CPU cores. "
+            "quality: the paper's settings (128 channels, 2000 iterations; use a GPU).",
+        )
+        self.iterations = SpinBox(
+            name="iterations",
+            value=0,
+            min=0,
+            max=100_000,
+            tooltip="Number of iterations; 0 uses the preset's.",
+        )
+        self.device = ComboBox(
+            name="device",
+            choices=[(label, value) for value, label in available_devices()],
+            value="auto",
+            tooltip="auto: the first CUDA GPU, else Apple MPS, else the CPU.",
+        )
+        self.seed = SpinBox(
+            name="seed", value=0, min=0, max=2**31 - 1, tooltip="Seeds the network and its input noise."
+        )
+        self.stack_mode = ComboBox(
+            name="stack_mode", label="stack", choices=list(STACK_MODES), value="current", tooltip=_STACK_MODE_TOOLTIP
+        )
+        self.run_button = PushButton(name="run_button", text="Run")
+        self.cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
+        self.progress_bar = ProgressBar(name="progress_bar", label="progress", value=0, min=0, max=1)
+        self.status = Label(name="status", label="", value="")
+        self.status.native.setWordWrap(True)  # long error messages must not widen the dock
+        self.extend(
+            [
+                self.image_layer,
+                self.kernel_size,
+                self.method,
+                self.preset,
+                self.iterations,
+                self.device,
+                self.seed,
+                self.stack_mode,
+                self.run_button,
+                self.cancel_button,
+                self.progress_bar,
+                self.status,
+            ]
+        )
+
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.image_layer.changed.connect(self._on_layer_changed)
+        layers = self.viewer.layers
+        for event in (layers.events.inserted, layers.events.removed, layers.events.moved):
+            event.connect(self.reset_choices)
+        layers.selection.events.active.connect(self._on_active_layer)
+        self.native.destroyed.connect(self._on_closed)
+        self.reset_choices()
+        self._on_active_layer()
+        self._on_layer_changed()
+
+    # -- layer choice ---------------------------------------------------------------------
+
+    def _image_layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _on_active_layer(self, _event: Any = None) -> None:
+        """Follow the active layer, except when it is one this widget just added."""
+        active = self.viewer.layers.selection.active
+        if self._adding_layers or not isinstance(active, Image):
+            return
+        if any(choice is active or choice == active for choice in self.image_layer.choices):
+            self.image_layer.value = active
+
+    def _on_layer_changed(self, _value: Any = None) -> None:
+        layer = self.image_layer.value
+        self.stack_mode.visible = layer is not None and describe_layer(layer).is_stack
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def build_job(self) -> DeblurJob:
+        """Check the controls and the chosen layer; the job to run.
+
+        Raises
+        ------
+        ValueError, TypeError
+            With a message for the user (no layer, even kernel size, kernel too large for the
+            image, unsupported dtype, NaN in in-memory data, no such device...).
+        """
+        layer = self.image_layer.value
+        if layer is None:
+            raise ValueError("no Image layer to deblur: open an image (or File > Open Sample) first")
+        source = describe_layer(layer)
+        if source.dtype.kind not in "uif":
+            raise TypeError(
+                f"layer {source.name!r} has dtype {source.dtype}; deblurring needs integer or float data"
+            )
+        if source.rgb and source.channels not in (3, 4):
+            raise ValueError(f"RGB layer {source.name!r} has {source.channels} channels; expected 3 or 4")
+        size = int(self.kernel_size.value)
+        check_kernel_size(size, source.spatial_shape)
+        method = self.method.value
+        try:
+            scale_geometry(source.spatial_shape, (size, size), METHOD_SCALES[method])
+        except ValueError as err:
+            raise ValueError(f"{err} (image {source.spatial_shape[0]}x{source.spatial_shape[1]})") from None
+        resolve_device(self.device.value)
+
+        mode = self.stack_mode.value if source.is_stack else "single"
+        plane_index = None
+        if mode == "current":
+            plane_index = self._current_plane(layer, source)
+            planes = PlaneStack(source, [plane_index])
+        elif mode == "single":
+            planes = PlaneStack(source, [()])
+        else:
+            planes = PlaneStack(source)
+        if isinstance(source.data, np.ndarray):
+            # In-memory data is cheap to check now, before a thread starts; lazy data is
+            # checked plane by plane as it is read (PlaneStack raises, the worker reports).
+            for i in range(len(planes)):
+                planes[i]
+        iterations = int(self.iterations.value)
+        return DeblurJob(
+            source=source,
+            planes=planes,
+            mode=mode,
+            kernel_size=size,
+            method=method,
+            preset=self.preset.value,
+            iterations=iterations if iterations > 0 else None,
+            device=self.device.value,
+            seed=int(self.seed.value),
+            plane_index=plane_index,
+        )
+
+    def _current_plane(self, layer: Any, source: LayerSource) -> tuple[int, ...]:
+        """The leading-axis index of the plane the viewer's sliders show for ``layer``."""
+        coords = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
+        leading = coords[: len(source.leading_shape)]
+        return tuple(
+            int(np.clip(np.round(c), 0, n - 1)) for c, n in zip(leading, source.leading_shape, strict=True)
+        )
+
+    def run(self, _value: Any = None):
+        """Validate the inputs and start the worker.
+
+        Returns the worker (None when the inputs were refused); it starts at the next turn of
+        the Qt event loop, so its signals can be connected first.
+        """
+        if self.worker is not None:
+            show_info("a deblurring run is already in progress; cancel it first")
+            return None
+        try:
+            job = self.build_job()
+        except (ValueError, TypeError) as err:
+            self._report_error(str(err))
+            return None
+        if job.source.multiscale:
+            show_info(f"{job.source.name!r} is multiscale: deblurring its full-resolution level 0 {job.source.shape}")
+        if job.source.rgb and job.source.channels == 4:
+            show_info(f"{job.source.name!r} is RGBA: the alpha channel is ignored and the result is RGB")
+
+        self._job = job
+        self._cancel_requested = False
+        self._phase = {}
+        self._last_preview = -np.inf
+        total = job.total_steps
+        self._pbar = cancelable_progress(total=total, desc=f"Deblurring {job.source.name}")
+        pbar = self._pbar
+        self.progress_bar.max = total
+        self.progress_bar.value = 0
+
+        channel = _ProgressChannel(lambda: self._cancel_requested or worker.abort_requested or pbar.is_canceled)
+        worker = _run_job(job, channel)
+        channel.emit = worker.yielded.emit
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = "starting..."
+        # Started from the event loop, as a click on Run does anyway: a caller that got the
+        # worker back (a script, a test) can connect to its signals before any is emitted.
+        QTimer.singleShot(0, worker.start)
+        return worker
+
+    def cancel(self, _value: Any = None) -> None:
+        """Ask the running job to stop; it ends at the engine's next progress record."""
+        if self.worker is None:
+            return
+        self._cancel_requested = True
+        self.status.value = "cancelling..."
+
+    def _on_closed(self, _obj: Any = None) -> None:
+        """The dock was closed: stop a running job, and touch no Qt control from now on."""
+        self._closed = True
+        self._cancel_requested = True
+
+    # -- worker signals (main thread) --------------------------------------------------------
+
+    def _on_yielded(self, record: Any) -> None:
+        job = self._job
+        if self._closed:
+            return
+        if job is None or not isinstance(record, Progress):
+            self.status.value = "running..."
+            return
+        step = min(progress_step(record, job, self._phase), job.total_steps)
+        self.progress_bar.value = step
+        if self._pbar is not None and step > self._pbar.n:
+            self._pbar.update(step - self._pbar.n)
+        where = f"plane {record.plane + 1}/{record.planes}, " if record.planes and job.mode != "current" else ""
+        self.status.value = (
+            f"{where}iteration {record.iteration}/{record.total}, loss {record.loss:.4g}, {record.elapsed_s:.0f} s"
+        )
+        now = time.monotonic()
+        if record.image is not None and now - self._last_preview >= _PREVIEW_INTERVAL_S:
+            self._last_preview = now
+            self._show_preview(job, np.asarray(record.image, dtype=np.float32))
+
+    def _show_preview(self, job: DeblurJob, image: np.ndarray) -> None:
+        name = f"{job.source.name} preview"
+        self._adding_layers = True
+        try:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = image
+            else:
+                self.viewer.add_image(image, **preview_layer_kwargs(job.source))
+        finally:
+            self._adding_layers = False
+
+    def _on_returned(self, outcome: JobOutcome) -> None:
+        job = self._job
+        if self._closed:
+            return
+        if outcome.error is not None:
+            self._report_error(outcome.error)
+            return
+        stack = job.mode in ("shared", "per-plane")
+        self._adding_layers = True
+        try:
+            self.viewer.add_image(outcome.image, **deblurred_layer_kwargs(job.source, outcome.metadata, stack=stack))
+            kernel_stack = stack and outcome.kernel.ndim > 2
+            self.viewer.add_image(
+                outcome.kernel, **kernel_layer_kwargs(job.source, outcome.kernel, outcome.metadata, stack=kernel_stack)
+            )
+        finally:
+            self._adding_layers = False
+        meta = outcome.metadata
+        summary = f"{meta['elapsed_s']:.1f} s on {meta['device']}, final loss {meta['final_loss']:.4g}"
+        if outcome.cancelled:
+            self.status.value = f"cancelled: best estimate so far added ({summary})"
+            show_info(f"Deblurring of {job.source.name!r} cancelled; the estimate so far was added")
+        else:
+            self.status.value = f"done: {summary}"
+            self.progress_bar.value = self.progress_bar.max
+
+    def _on_errored(self, err: Exception) -> None:
+        # napari's worker already shows the traceback as an error notification; say it here too.
+        if self._closed:
+            return
+        self.status.value = f"failed: {type(err).__name__}: {err}"
+
+    def _on_finished(self) -> None:
+        job = self._job
+        if self._pbar is not None:
+            self._pbar.close()
+        self._pbar = None
+        self.worker = None
+        self._job = None
+        if self._closed:
+            return
+        if job is not None:
+            name = f"{job.source.name} preview"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+    def _report_error(self, message: str) -> None:
+        self.status.value = f"error: {message}"
+        show_error(message)

@@ -1,0 +1,413 @@
+"""The napari widget, end to end under Xvfb: runs, cancel, stacks, odd inputs, the manifest.
+
+Runs are tiny (about 40 x 40 pixels, a few iterations of Self-MSNet-S) so the file takes a
+couple of minutes on 2 CPU cores; image quality is tested elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_selfmsnet._layers import PlaneStack, describe_layer  # noqa: E402
+
+PLUGIN = "napari-selfmsnet"
+WIDGET = "Blind deblur (Self-MSNet)"
+RUN_TIMEOUT_MS = 180_000
+
+
+def _blurred(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.uint16) -> np.ndarray:
+    """Smooth random structure with a little noise: something with edges to deblur."""
+    from scipy import ndimage
+
+    data = ndimage.gaussian_filter(rng.random(shape), sigma=[0] * (len(shape) - 2) + [1.5, 1.5])
+    data = (data - data.min()) / (data.max() - data.min())
+    if np.dtype(dtype).kind == "f":
+        return data.astype(dtype)
+    return (data * (200 if dtype == np.uint8 else 4000) + 10).astype(dtype)
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    """A viewer and the plugin's widget, docked the way a user opens it from the Plugins menu."""
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return viewer, widget
+
+
+def _configure(widget, *, kernel_size=5, iterations=1, method="self-msnet-s") -> None:
+    # One iteration is enough where only shapes and bookkeeping are checked (the engine's
+    # own tests check what the iterations achieve).
+    widget.kernel_size.value = kernel_size
+    widget.method.value = method
+    widget.iterations.value = iterations
+    widget.device.value = "cpu"
+
+
+def _run_to_end(qtbot, widget):
+    worker = widget.run()
+    assert worker is not None, f"the run was refused: {widget.status.value}"
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    return worker
+
+
+def _shown(control) -> bool:
+    # magicgui's .visible is Qt's isVisible(), False while the (test) window is not shown;
+    # isHidden() tells whether the widget itself was hidden.
+    return not control.native.isHidden()
+
+
+def _errors(notifications) -> list[str]:
+    from napari.utils.notifications import NotificationSeverity
+
+    return [n.message for n in notifications if n.severity == NotificationSeverity.ERROR]
+
+
+class _PlaneReadArray:
+    """An array-like (as a Zarr array is) that refuses to be loaded whole.
+
+    Records every index it is read with; ``np.asarray`` on the whole array fails the test.
+    """
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._data = data
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.ndim = data.ndim
+        self.size = data.size
+        self.reads: list = []
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self._data[key]
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole lazy array was loaded")
+
+
+# -- the layer helpers (no viewer) ----------------------------------------------------------
+
+
+class _FakeLayer:
+    def __init__(self, data, *, rgb=False, multiscale=False) -> None:
+        self.name = "fake"
+        self.data = data
+        self.rgb = rgb
+        self.multiscale = multiscale
+        ndim = (data[0] if multiscale else data).ndim - (1 if rgb else 0)
+        self.scale = (1.0,) * ndim
+        self.translate = (0.0,) * ndim
+        self.contrast_limits = (0.0, 1.0)
+
+
+def test_plane_stack_maps_flat_index_onto_leading_axes(rng):
+    data = rng.random((2, 3, 8, 9)).astype(np.float32)
+    planes = PlaneStack(describe_layer(_FakeLayer(data)))
+    assert planes.shape == (6, 8, 9)
+    np.testing.assert_array_equal(planes[4], data[1, 1])
+
+
+def test_plane_stack_drops_alpha_and_widens_int64(rng):
+    rgba = (rng.random((8, 9, 4)) * 100).astype(np.int64)
+    planes = PlaneStack(describe_layer(_FakeLayer(rgba, rgb=True)), [()])
+    assert planes.shape == (1, 8, 9, 3)
+    assert planes[0].dtype == np.float64
+    np.testing.assert_array_equal(planes[0], rgba[..., :3])
+
+
+def test_plane_stack_names_the_plane_holding_nan(rng):
+    data = rng.random((3, 8, 8))
+    data[1, 2, 2] = np.nan
+    planes = PlaneStack(describe_layer(_FakeLayer(data)))
+    np.testing.assert_array_equal(planes[0], data[0])
+    with pytest.raises(ValueError, match=r"plane \(1,\) of layer 'fake' contains NaN"):
+        planes[1]
+
+
+def test_describe_layer_takes_level_zero_of_multiscale(rng):
+    levels = [rng.random((16, 16)), rng.random((8, 8))]
+    source = describe_layer(_FakeLayer(levels, multiscale=True))
+    assert source.multiscale
+    assert source.spatial_shape == (16, 16)
+    assert not source.is_stack
+
+
+# -- the widget ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("imports", [False, True], ids=["schema", "imports"])
+def test_manifest_validates(imports):
+    """``npe2 validate napari-selfmsnet``; with ``--imports`` every python_name is imported too."""
+    npe2 = Path(sys.executable).with_name("npe2")
+    command = [str(npe2)] if npe2.exists() else [sys.executable, "-m", "npe2"]
+    command += ["validate", PLUGIN] + (["--imports"] if imports else [])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "valid!" in done.stdout
+
+
+def test_only_image_layers_are_offered_and_active_one_is_default(viewer_widget, rng):
+    viewer, widget = viewer_widget
+    viewer.add_labels(np.zeros((32, 32), dtype=np.int32), name="labels")
+    viewer.add_image(_blurred(rng, (32, 32)), name="first")
+    viewer.add_image(_blurred(rng, (32, 32)), name="second")
+    viewer.add_points(np.zeros((1, 2)), name="points")
+    offered = [label for label, _ in widget.image_layer._default_choices(widget.image_layer)]
+    assert sorted(widget.image_layer.choices, key=lambda c: c.name) == [viewer.layers["first"], viewer.layers["second"]]
+    assert offered == ["first", "second"]
+    viewer.layers.selection.active = viewer.layers["first"]
+    assert widget.image_layer.value.name == "first"
+    assert not _shown(widget.stack_mode)
+
+
+def test_run_adds_deblurred_image_and_kernel(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    data = _blurred(rng, (48, 48))
+    original = data.copy()
+    layer = viewer.add_image(
+        data, name="cells", scale=(0.5, 0.25), translate=(3.0, 4.0), contrast_limits=(10, 3000), axis_labels=("y", "x")
+    )
+    _configure(widget, kernel_size=7, iterations=5)
+    yielded = []
+    worker = widget.run()
+    worker.yielded.connect(yielded.append)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+
+    result = viewer.layers["cells deblurred"]
+    kernel = viewer.layers["cells kernel"]
+    assert result.data.shape == (48, 48) and result.data.dtype == np.float32
+    assert kernel.data.shape == (7, 7) and kernel.data.dtype == np.float32
+    assert kernel.data.min() >= 0 and np.isclose(kernel.data.sum(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(result.scale, (0.5, 0.25))
+    np.testing.assert_allclose(result.translate, (3.0, 4.0))
+    np.testing.assert_allclose(kernel.scale, (0.5, 0.25))
+    assert tuple(result.axis_labels) == ("y", "x")
+    np.testing.assert_allclose(result.contrast_limits, (10, 3000))
+    assert kernel.colormap.name == "inferno"
+    # Intensities stay in the input's units (uint16 counts), not rescaled to [0, 1].
+    assert 0.25 * original.max() < result.data.max() < 4 * original.max()
+    for new in (result, kernel):
+        meta = new.metadata
+        assert meta["source_layer"] == "cells" and meta["method"] == "self-msnet-s"
+        assert meta["iterations"] == 5 and meta["kernel_size"] == 7 and meta["device"] == "cpu"
+        assert meta["elapsed_s"] > 0 and np.isfinite(meta["final_loss"]) and meta["cancelled"] is False
+        assert meta["params"]["preset"] == "fast"
+    np.testing.assert_array_equal(layer.data, original)
+    assert layer.data.dtype == np.uint16
+    assert "cells preview" not in viewer.layers
+    assert widget.worker is None and widget.run_button.enabled and not widget.cancel_button.enabled
+    assert widget.progress_bar.value == widget.progress_bar.max
+    assert widget.status.value.startswith("done")
+    assert yielded[0] == "started" and any(getattr(record, "iteration", 0) >= 1 for record in yielded)
+    # The active layer moved to the results, but the widget keeps the input selected.
+    assert widget.image_layer.value.name == "cells"
+
+
+@pytest.mark.parametrize("where", ["widget", "activity dock"])
+def test_cancel_stops_quickly_and_keeps_the_estimate(viewer_widget, qtbot, rng, notifications, where):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (48, 48)), name="long")
+    _configure(widget, kernel_size=7, iterations=5000)
+    worker = widget.run()
+    cancelled_at = []
+
+    def cancel_on_first_progress(record) -> None:
+        if not cancelled_at and hasattr(record, "iteration"):
+            cancelled_at.append(time.monotonic())
+            if where == "widget":
+                widget.cancel_button.clicked.emit()
+            else:
+                # What the Cancel button of napari's activity dock calls on the progress bar.
+                widget._pbar.cancel()
+
+    worker.yielded.connect(cancel_on_first_progress)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert cancelled_at, "no progress record arrived before the run ended"
+    assert time.monotonic() - cancelled_at[0] < 10
+    meta = viewer.layers["long deblurred"].metadata
+    assert meta["cancelled"] is True and meta["iterations_run"] < 5000
+    assert np.isclose(viewer.layers["long kernel"].data.sum(), 1.0, atol=1e-5)
+    assert widget.status.value.startswith("cancelled")
+    assert any("cancelled" in n.message for n in notifications)
+    assert widget.worker is None and widget.run_button.enabled
+
+
+@pytest.mark.parametrize("mode", ["current", "shared", "per-plane"])
+def test_stack_modes(viewer_widget, qtbot, rng, mode):
+    viewer, widget = viewer_widget
+    stack = _blurred(rng, (3, 40, 40))
+    original = stack.copy()
+    viewer.add_image(stack, name="z", scale=(2.0, 0.5, 0.25), translate=(1.0, 3.0, 4.0))
+    viewer.dims.set_current_step(0, 2)
+    assert _shown(widget.stack_mode)
+    _configure(widget, kernel_size=5)
+    widget.stack_mode.value = mode
+    _run_to_end(qtbot, widget)
+
+    result = viewer.layers["z deblurred"]
+    kernel = viewer.layers["z kernel"]
+    assert result.data.dtype == np.float32
+    if mode == "current":
+        assert result.data.shape == (40, 40) and kernel.data.shape == (5, 5)
+        np.testing.assert_allclose(result.scale, (0.5, 0.25))
+        np.testing.assert_allclose(result.translate, (3.0, 4.0))
+        assert result.metadata["plane"] == [2]
+    else:
+        assert result.data.shape == (3, 40, 40)
+        np.testing.assert_allclose(result.scale, (2.0, 0.5, 0.25))
+        np.testing.assert_allclose(result.translate, (1.0, 3.0, 4.0))
+    if mode != "current":
+        assert all(plane["preset"] == "fast" for plane in result.metadata["params"]["plane_params"] if plane)
+    if mode == "shared":
+        assert kernel.data.shape == (5, 5)
+        assert result.metadata["params"]["reference_plane"] in (0, 1, 2)
+    if mode == "per-plane":
+        assert kernel.data.shape == (3, 5, 5)
+        np.testing.assert_allclose(kernel.data.sum(axis=(1, 2)), 1.0, atol=1e-5)
+        np.testing.assert_allclose(kernel.scale, (2.0, 0.5, 0.25))
+    else:
+        assert np.isclose(kernel.data.sum(), 1.0, atol=1e-5)
+    assert result.metadata["mode"] == mode
+    np.testing.assert_array_equal(viewer.layers["z"].data, original)
+
+
+def test_lazy_4d_stack_is_read_plane_by_plane(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    lazy = _PlaneReadArray(_blurred(rng, (2, 2, 40, 40), dtype=np.float32))
+    viewer.add_image(lazy, name="tz", contrast_limits=(0.0, 1.0), multiscale=False)
+    _configure(widget, kernel_size=5)
+    widget.stack_mode.value = "shared"
+    lazy.reads.clear()
+    _run_to_end(qtbot, widget)
+    assert viewer.layers["tz deblurred"].data.shape == (2, 2, 40, 40)
+    assert viewer.layers["tz kernel"].data.shape == (5, 5)
+    # Every read the run made was of one whole plane (an int index on both leading axes).
+    plane_reads = [key for key in lazy.reads if isinstance(key, tuple) and len(key) == 2]
+    assert {tuple(k) for k in plane_reads} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_rgb_layer_gives_rgb_result(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    rgb = _blurred(rng, (40, 40, 3), dtype=np.uint8)
+    viewer.add_image(rgb, name="photo", rgb=True)
+    assert not _shown(widget.stack_mode)
+    _configure(widget, kernel_size=5)
+    _run_to_end(qtbot, widget)
+    result = viewer.layers["photo deblurred"]
+    assert result.rgb and result.data.shape == (40, 40, 3) and result.data.dtype == np.float32
+    np.testing.assert_allclose(result.contrast_limits, viewer.layers["photo"].contrast_limits)
+
+
+def test_multiscale_layer_uses_level_zero(viewer_widget, qtbot, rng, notifications):
+    viewer, widget = viewer_widget
+    base = _blurred(rng, (64, 64))
+    viewer.add_image([base, base[::2, ::2]], name="pyramid", multiscale=True)
+    _configure(widget, kernel_size=5)
+    _run_to_end(qtbot, widget)
+    assert viewer.layers["pyramid deblurred"].data.shape == (64, 64)
+    assert viewer.layers["pyramid deblurred"].metadata["data_level"] == 0
+    assert any("level 0" in n.message for n in notifications)
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "method", "expected"),
+    [
+        (31, "self-msnet-s", "too large for a 40x40 image"),
+        (8, "self-msnet-s", "kernel_size must be odd"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_notification(viewer_widget, rng, notifications, kernel_size, method, expected):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (40, 40)), name="small")
+    _configure(widget, kernel_size=kernel_size, method=method)
+    assert widget.run() is None
+    assert widget.worker is None
+    errors = _errors(notifications)
+    assert len(errors) == 1
+    assert re.search(expected, errors[0]), errors[0]
+    assert [layer.name for layer in viewer.layers] == ["small"]
+
+
+def test_nan_in_memory_is_refused_before_starting(viewer_widget, rng, notifications):
+    viewer, widget = viewer_widget
+    data = _blurred(rng, (40, 40), dtype=np.float32)
+    data[5, 5] = np.nan
+    viewer.add_image(data, name="holes", contrast_limits=(0.0, 1.0))
+    _configure(widget)
+    assert widget.run() is None
+    assert any("contains NaN" in message for message in _errors(notifications))
+    assert widget.status.value.startswith("error")
+
+
+def test_nan_in_lazy_plane_is_reported_from_the_worker(viewer_widget, qtbot, rng, notifications):
+    viewer, widget = viewer_widget
+    data = _blurred(rng, (2, 40, 40), dtype=np.float32)
+    data[1, 5, 5] = np.nan
+    viewer.add_image(_PlaneReadArray(data), name="lazy", contrast_limits=(0.0, 1.0))
+    _configure(widget)
+    widget.stack_mode.value = "per-plane"
+    _run_to_end(qtbot, widget)
+    assert any("plane (1,) of layer 'lazy' contains NaN" in m for m in _errors(notifications))
+    assert "lazy deblurred" not in viewer.layers
+    assert widget.run_button.enabled
+
+
+def test_constant_image_is_reported_from_the_worker(viewer_widget, qtbot, notifications):
+    viewer, widget = viewer_widget
+    viewer.add_image(np.full((40, 40), 7, dtype=np.uint16), name="flat")
+    _configure(widget)
+    _run_to_end(qtbot, widget)
+    assert any("image is constant" in message for message in _errors(notifications))
+    assert [layer.name for layer in viewer.layers] == ["flat"]
+
+
+def test_no_image_layer_is_a_message_not_an_exception(viewer_widget, notifications):
+    viewer, widget = viewer_widget
+    viewer.add_labels(np.zeros((32, 32), dtype=np.int32), name="labels")
+    assert widget.image_layer.value is None
+    assert widget.run() is None
+    assert any("no Image layer" in message for message in _errors(notifications))
+
+
+def test_gui_stays_responsive_and_closing_the_viewer_stops_the_run(make_napari_viewer, qtbot, rng):
+    from qtpy.QtCore import QTimer
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    viewer.add_image(_blurred(rng, (48, 48)), name="busy")
+    _configure(widget, kernel_size=7, iterations=5000)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(20)
+    worker = widget.run()
+    progress = []
+    worker.yielded.connect(progress.append)
+    qtbot.waitUntil(lambda: any(hasattr(record, "iteration") for record in progress), timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(1500)
+    timer.stop()
+    # The live preview and the progress bar follow the run.
+    assert "busy preview" in viewer.layers
+    assert viewer.layers["busy preview"].data.shape == (48, 48)
+    assert 0 < widget.progress_bar.value < widget.progress_bar.max == 5000
+    # The event loop kept turning while the engine ran in its thread.
+    assert len(ticks) > 20 and np.max(np.diff(ticks)) < 2.0
+    closed_at = time.monotonic()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        viewer.close()
+    assert time.monotonic() - closed_at < 10

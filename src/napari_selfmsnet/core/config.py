@@ -59,8 +59,8 @@ class SolverConfig:
     loss: Literal["ssim", "mse"] = "ssim"
     ssim_fraction: float = 0.25
     tv_weight: float = 0.0
-    kernel_lambda: float = 1e-3
-    centroid_weight: float = 1e-3
+    kernel_lambda: float = 1e-7
+    centroid_weight: float = 1e-7
     support_factors: tuple[float, ...] = (2.0, 3.0, 7.0, 10.0)
     prune_fraction: float = 0.01
     edge_percentile: float = 90.0
@@ -106,8 +106,18 @@ class SolverConfig:
 PRESETS: dict[str, SolverConfig] = {
     # The paper's settings: 128 channels, 2000 iterations.
     "quality": SolverConfig(),
-    # Tuned for about a minute on 2 CPU cores for a 255 x 255 image (docs/benchmarks.md).
-    "fast": SolverConfig(width=32, iterations=400),
+    # Measured on 2 CPU cores for 255 x 255 Levin images (docs/benchmarks.md): a narrow
+    # network and a short run find the kernel's extent; a stronger kernel regulariser and a
+    # harder support threshold keep it compact; the sparse non-blind polish sharpens both.
+    "fast": SolverConfig(
+        width=16,
+        iterations=250,
+        kernel_lambda=1e-6,
+        centroid_weight=1e-6,
+        support_factors=(2.0, 2.0, 2.0, 2.0),
+        final="nonblind",
+        refine_rounds=8,
+    ),
 }
 
 

@@ -1,0 +1,371 @@
+"""Deblurring a stack of planes (z-stack, time series): one shared kernel, or one per plane.
+
+The stack is read one plane at a time (``np.asarray(stack[i])``), so NumPy arrays, Dask arrays,
+Zarr arrays and TIFF memory maps all work and a stack larger than memory is never loaded whole.
+The command line, the Dask tasks and the napari widget all go through these functions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage
+
+from .core.results import Progress
+
+__all__ = ["StackResult", "deblur_stack", "apply_kernel", "select_reference_plane", "delta_kernel"]
+
+StackMode = Literal["shared", "per-plane"]
+STACK_MODES: tuple[str, ...] = ("shared", "per-plane")
+
+
+@dataclass
+class StackResult:
+    """The outcome of :func:`deblur_stack`.
+
+    Attributes
+    ----------
+    image : ndarray of float32, shape (P, H, W) or (P, H, W, 3)
+        The deblurred planes, in the input's intensity units.
+    kernels : ndarray of float32, shape (P, kh, kw)
+        The kernel of every plane (true-convolution orientation, each sums to 1). Shared mode:
+        the one kernel repeated. Per-plane mode: a plane that was never started holds a delta
+        kernel, which is what its output (the input unchanged) corresponds to.
+    params : dict
+        ``mode``, ``planes``, ``kernel_size``, ``reference_plane`` (shared mode),
+        ``plane_params`` (per plane in per-plane mode; the reference run's in shared mode),
+        ``nonblind_method`` (shared mode), ``unfinished_planes`` and ``interrupted_plane``.
+    device : str
+        Where it ran.
+    elapsed_s : float
+        Wall time in seconds.
+    cancelled : bool
+        True when a callback asked the run to stop.
+    final_loss : float
+        Shared mode: the reference run's final loss; per-plane mode: the mean over the planes
+        that ran (NaN when none did).
+    kernel : ndarray of float32, shape (kh, kw), or None
+        The shared kernel (shared mode only).
+    histories : list of ndarray
+        The loss history of every blind run (one in shared mode, one per plane run).
+    """
+
+    image: np.ndarray
+    kernels: np.ndarray
+    params: dict[str, Any]
+    device: str
+    elapsed_s: float
+    cancelled: bool = False
+    final_loss: float = float("nan")
+    kernel: np.ndarray | None = None
+    histories: list[np.ndarray] = field(default_factory=list)
+
+
+def delta_kernel(kernel_shape: tuple[int, int]) -> np.ndarray:
+    """The identity kernel of ``kernel_shape``: 1 at the centre ``(kh // 2, kw // 2)``."""
+    kernel = np.zeros(kernel_shape, dtype=np.float32)
+    kernel[kernel_shape[0] // 2, kernel_shape[1] // 2] = 1.0
+    return kernel
+
+
+def _stack_geometry(stack: Any) -> tuple[int, tuple[int, ...]]:
+    """Number of planes and the plane shape, from ``stack.shape`` (never reading data)."""
+    shape = getattr(stack, "shape", None)
+    if shape is None:
+        raise TypeError(
+            f"stack must be an array-like with a .shape (numpy, dask or zarr array), got {type(stack).__name__}"
+        )
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] != 3):
+        raise ValueError(f"stack must have shape (P, H, W) or (P, H, W, 3) (planes along axis 0), got shape {shape}")
+    if shape[0] < 1:
+        raise ValueError(f"stack has no planes (shape {shape})")
+    return shape[0], shape[1:]
+
+
+def _kernel_shape(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(kernel_size, (int, np.integer)):
+        shape = (int(kernel_size), int(kernel_size))
+    elif isinstance(kernel_size, (tuple, list)) and len(kernel_size) == 2:
+        shape = (int(kernel_size[0]), int(kernel_size[1]))
+    else:
+        raise TypeError(f"kernel_size must be an odd int or a pair (kh, kw), got {kernel_size!r}")
+    if any(k < 1 or k % 2 == 0 for k in shape):
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size!r}")
+    return shape
+
+
+def _plane(stack: Any, index: int) -> np.ndarray:
+    # One plane only: dask/zarr compute or read just this slice.
+    return np.asarray(stack[index])
+
+
+def _edge_energy(plane: np.ndarray) -> float:
+    """Energy of the strongest edges of one plane (the top 10 % of gradient magnitudes).
+
+    A light Gaussian blur first, so Poisson or read noise (strong but unstructured pixel to
+    pixel differences) does not outrank real structure.
+    """
+    grey = plane.astype(np.float64)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=-1)
+    smooth = ndimage.gaussian_filter(grey, sigma=1.0)
+    gy, gx = np.gradient(smooth)
+    magnitude = np.hypot(gx, gy).ravel()
+    if magnitude.size == 0:
+        return 0.0
+    threshold = np.percentile(magnitude, 90.0)
+    strong = magnitude[magnitude >= threshold]
+    return float(np.sum(strong**2))
+
+
+def select_reference_plane(stack: Any) -> int:
+    """The plane whose strongest edges carry the most energy: the best one to estimate a kernel on.
+
+    Parameters
+    ----------
+    stack : array-like, shape (P, H, W) or (P, H, W, 3)
+        Read one plane at a time.
+
+    Returns
+    -------
+    int
+        Index of the chosen plane (the first one on ties).
+
+    Notes
+    -----
+    The kernel estimate needs strong, well-separated edges; a plane that is blank or far out of
+    focus has little gradient energy. The score is the sum of squared gradient magnitudes above
+    the 90th percentile of a plane smoothed with a Gaussian of sigma 1 pixel; it is not
+    normalised by brightness, so a bright in-focus plane wins over a dim one.
+    """
+    planes, _ = _stack_geometry(stack)
+    scores = [_edge_energy(_plane(stack, i)) for i in range(planes)]
+    return int(np.argmax(scores))
+
+
+def apply_kernel(plane: np.ndarray, kernel: np.ndarray, *, device: str = "auto", method: str = "sparse") -> np.ndarray:
+    """Deblur one plane with a known kernel (non-blind deconvolution).
+
+    Parameters
+    ----------
+    plane : ndarray, shape (H, W) or (H, W, 3)
+        Any real dtype; not modified.
+    kernel : ndarray, shape (kh, kw)
+        True-convolution orientation, centre at ``(kh // 2, kw // 2)`` (as
+        :func:`napari_selfmsnet.deblur` returns it).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda:N"`` or ``"mps"``.
+    method : str
+        Passed to :func:`napari_selfmsnet.core.nonblind.deconvolve`.
+
+    Returns
+    -------
+    ndarray of float32, the shape of ``plane``, in its intensity units.
+    """
+    plane = np.asarray(plane)
+    kernel = np.asarray(kernel)
+    if plane.ndim not in (2, 3) or (plane.ndim == 3 and plane.shape[-1] != 3):
+        raise ValueError(f"plane must have shape (H, W) or (H, W, 3), got {plane.shape}")
+    if kernel.ndim != 2:
+        raise ValueError(f"kernel must be 2-D (kh, kw), got shape {kernel.shape}")
+    from .core.nonblind import deconvolve
+
+    out = deconvolve(plane, kernel, method=method, device=device)
+    return np.asarray(out, dtype=np.float32)
+
+
+class _PlaneCallback:
+    """Tags each progress record with its plane and remembers a stop request."""
+
+    def __init__(self, callback: Callable[[Progress], Any] | None, planes: int) -> None:
+        self.callback = callback
+        self.planes = planes
+        self.plane = 0
+        self.stop_requested = False
+
+    def __call__(self, progress: Progress) -> bool:
+        progress.plane = self.plane
+        progress.planes = self.planes
+        if self.callback is not None and (self.callback(progress) or progress.stop):
+            self.stop_requested = True
+        return self.stop_requested
+
+
+def deblur_stack(
+    stack: Any,
+    kernel_size: int | tuple[int, int],
+    *,
+    mode: StackMode = "shared",
+    reference_plane: int | None = None,
+    callback: Callable[[Progress], Any] | None = None,
+    nonblind_method: str = "sparse",
+    out: Any = None,
+    **deblur_kwargs: Any,
+) -> StackResult:
+    """Blind deblurring of every plane of a stack.
+
+    Parameters
+    ----------
+    stack : array-like, shape (P, H, W) or (P, H, W, 3)
+        Planes along axis 0; numpy, dask or zarr. Read one plane at a time, never modified.
+    kernel_size : int or (int, int)
+        Odd kernel size, as for :func:`napari_selfmsnet.deblur`.
+    mode : {"shared", "per-plane"}
+        ``"shared"``: estimate one kernel on ``reference_plane`` with
+        :func:`napari_selfmsnet.deblur`, then deblur every plane (the reference too, so the
+        stack is consistent) with it by non-blind deconvolution. ``"per-plane"``: a blind run
+        on every plane, each with its own kernel (the same seed for every plane).
+    reference_plane : int, optional
+        Shared mode: the plane to estimate the kernel on; by default
+        :func:`select_reference_plane` picks it.
+    callback : callable, optional
+        Receives the :class:`~napari_selfmsnet.Progress` records of each blind run with
+        ``plane`` and ``planes`` set. In shared mode it also receives one record per plane
+        deconvolved with the shared kernel (``iteration`` = planes done, ``total`` = P,
+        ``loss`` = the reference run's final loss). Returning True or setting
+        ``progress.stop`` ends the whole stack.
+    nonblind_method : str
+        Shared mode: the method of :func:`apply_kernel`.
+    out : array-like, optional
+        Where to write the planes (for example a TIFF memory map or a Zarr array of the
+        result's shape, float32); by default a new array. ``result.image`` is ``out`` then.
+    **deblur_kwargs
+        ``method``, ``iterations``, ``preset``, ``device``, ``seed``, ``config``: passed to
+        :func:`napari_selfmsnet.deblur`.
+
+    Returns
+    -------
+    StackResult
+        Planes that were never started when a stop came are the input as float32 and listed
+        in ``params["unfinished_planes"]``; the plane whose blind run was stopped keeps that
+        run's best estimate and is ``params["interrupted_plane"]``.
+    """
+    from .api import deblur
+
+    if mode not in STACK_MODES:
+        raise ValueError(f"mode must be one of {STACK_MODES}, got {mode!r}")
+    if "callback" in deblur_kwargs or "image" in deblur_kwargs:
+        raise TypeError("pass callback to deblur_stack itself; image is the stack")
+    planes, plane_shape = _stack_geometry(stack)
+    kshape = _kernel_shape(kernel_size)
+    if reference_plane is not None:
+        if not isinstance(reference_plane, (int, np.integer)) or not 0 <= reference_plane < planes:
+            raise ValueError(f"reference_plane must be an int in [0, {planes - 1}], got {reference_plane!r}")
+        reference_plane = int(reference_plane)
+    if out is None:
+        out = np.empty((planes, *plane_shape), dtype=np.float32)
+    elif tuple(out.shape) != (planes, *plane_shape):
+        raise ValueError(f"out must have shape {(planes, *plane_shape)}, got {tuple(out.shape)}")
+
+    start = time.perf_counter()
+    tagger = _PlaneCallback(callback, planes)
+    if mode == "shared":
+        result = _shared(stack, kshape, reference_plane, tagger, nonblind_method, out, deblur, deblur_kwargs)
+    else:
+        result = _per_plane(stack, kshape, tagger, out, deblur, deblur_kwargs)
+    result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+def _fill_unfinished(stack: Any, out: Any, indices: list[int]) -> None:
+    for i in indices:
+        out[i] = _plane(stack, i).astype(np.float32)
+
+
+def _shared(stack, kshape, reference_plane, tagger, nonblind_method, out, deblur, kwargs) -> StackResult:
+    planes = tagger.planes
+    if reference_plane is None:
+        reference_plane = select_reference_plane(stack)
+    tagger.plane = reference_plane
+    estimate = deblur(_plane(stack, reference_plane), kshape, callback=tagger, **kwargs)
+    kernel = np.asarray(estimate.kernel, dtype=np.float32)
+    device = kwargs.get("device", "auto")
+    unfinished: list[int] = []
+    interrupted = None
+    if tagger.stop_requested or estimate.cancelled:
+        # The kernel is not final: apply it nowhere, keep the reference run's best image.
+        interrupted = reference_plane
+        out[reference_plane] = estimate.image
+        unfinished = [i for i in range(planes) if i != reference_plane]
+    else:
+        for i in range(planes):
+            if tagger.stop_requested:
+                unfinished = list(range(i, planes))
+                break
+            deblurred = apply_kernel(_plane(stack, i), kernel, device=device, method=nonblind_method)
+            out[i] = deblurred
+            tagger.plane = i
+            tagger(Progress(iteration=i + 1, total=planes, loss=estimate.final_loss, image=deblurred, kernel=kernel))
+    _fill_unfinished(stack, out, unfinished)
+    params = {
+        "mode": "shared",
+        "planes": planes,
+        "kernel_size": list(kshape),
+        "reference_plane": reference_plane,
+        "nonblind_method": nonblind_method,
+        "plane_params": [estimate.params],
+        "unfinished_planes": unfinished,
+        "interrupted_plane": interrupted,
+    }
+    return StackResult(
+        image=out,
+        kernels=np.repeat(kernel[None], planes, axis=0),
+        params=params,
+        device=estimate.device,
+        elapsed_s=0.0,
+        cancelled=interrupted is not None or bool(unfinished),
+        final_loss=estimate.final_loss,
+        kernel=kernel,
+        histories=[np.asarray(estimate.history)],
+    )
+
+
+def _per_plane(stack, kshape, tagger, out, deblur, kwargs) -> StackResult:
+    planes = tagger.planes
+    kernels = np.repeat(delta_kernel(kshape)[None], planes, axis=0)
+    plane_params: list[dict | None] = [None] * planes
+    histories, losses = [], []
+    device = str(kwargs.get("device", "auto"))
+    unfinished: list[int] = []
+    interrupted = None
+    for i in range(planes):
+        if tagger.stop_requested:
+            unfinished = list(range(i, planes))
+            break
+        tagger.plane = i
+        result = deblur(_plane(stack, i), kshape, callback=tagger, **kwargs)
+        out[i] = result.image
+        kernels[i] = result.kernel
+        plane_params[i] = result.params
+        histories.append(np.asarray(result.history))
+        losses.append(result.final_loss)
+        device = result.device
+        if result.cancelled or tagger.stop_requested:
+            interrupted = i
+            tagger.stop_requested = True
+    _fill_unfinished(stack, out, unfinished)
+    finite = [x for x in losses if math.isfinite(x)]
+    params = {
+        "mode": "per-plane",
+        "planes": planes,
+        "kernel_size": list(kshape),
+        "plane_params": plane_params,
+        "unfinished_planes": unfinished,
+        "interrupted_plane": interrupted,
+    }
+    return StackResult(
+        image=out,
+        kernels=kernels,
+        params=params,
+        device=device,
+        elapsed_s=0.0,
+        cancelled=interrupted is not None or bool(unfinished),
+        final_loss=float(np.mean(finite)) if finite else float("nan"),
+        histories=histories,
+    )

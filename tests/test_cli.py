@@ -1,0 +1,302 @@
+"""The napari-selfmsnet command: arguments, inputs, outputs, skip/overwrite, failures, demo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage, signal
+
+from napari_selfmsnet import io
+from napari_selfmsnet.cli import build_parser, expand_inputs, main, plan_jobs
+from napari_selfmsnet.distributed import RunOptions
+
+KSIZE = 5
+# Tiny runs: one scale, 3 iterations, 1 torch thread (reproducible), Wiener for shared planes.
+FAST = [
+    "--kernel-size",
+    str(KSIZE),
+    "--iterations",
+    "3",
+    "--method",
+    "self-msnet-s",
+    "--device",
+    "cpu",
+    "--torch-threads",
+    "1",
+    "--nonblind",
+    "wiener",
+]
+
+
+def _blurred(rng: np.random.Generator, shape: tuple[int, ...], peak: float = 1000.0) -> np.ndarray:
+    """Blobs blurred by a small motion kernel, in counts: (..., 40, 40) from a larger object."""
+    kernel = np.zeros((KSIZE, KSIZE))
+    kernel[2, :] = 1.0 / KSIZE
+    planes = []
+    for _ in range(int(np.prod(shape[:-2]))):
+        obj = ndimage.gaussian_filter((rng.random((shape[-2] + KSIZE - 1, shape[-1] + KSIZE - 1)) > 0.97) * 1.0, 1.0)
+        planes.append(signal.convolve2d(obj, kernel, mode="valid"))
+    out = np.stack(planes).reshape(shape)
+    return out / out.max() * peak + 100
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    """A ZYX ImageJ stack with pixel sizes, a grey PNG and an RGB JPEG."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    stack = _blurred(rng, (3, 40, 40)).astype(np.uint16)
+    tifffile.imwrite(
+        folder / "stack.tif",
+        stack,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "ZYX", "spacing": 0.8, "unit": "micron"},
+    )
+    iio.imwrite(folder / "grey.png", _blurred(rng, (40, 40), 200).astype(np.uint8))
+    rgb = np.stack([_blurred(rng, (40, 40), 200)] * 3, axis=-1).astype(np.uint8)
+    iio.imwrite(folder / "colour.jpg", rgb)
+    return folder
+
+
+class TestArguments:
+    @pytest.mark.parametrize(("text", "expected"), [("15", (15, 15)), ("15,21", (15, 21)), ("15x21", (15, 21))])
+    def test_kernel_size(self, text, expected):
+        args = build_parser().parse_args(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", text])
+        assert args.kernel_size == expected
+
+    @pytest.mark.parametrize("text", ["14", "0", "a", "3,4,5"])
+    def test_bad_kernel_size(self, capsys, text):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", text])
+        assert exit_info.value.code == 2
+        assert "kernel size must be" in capsys.readouterr().err
+
+    def test_bad_axes(self, capsys):
+        with pytest.raises(SystemExit, match="2"):
+            main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5", "--axes", "ZZX"])
+        assert "axes must be distinct letters including Y and X" in capsys.readouterr().err
+
+    def test_unknown_device(self, capsys):
+        with pytest.raises(SystemExit, match="2"):
+            main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5", "--device", "tpu"])
+        assert "--device: unknown device 'tpu'" in capsys.readouterr().err
+
+    def test_defaults(self):
+        args = build_parser().parse_args(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5"])
+        assert (args.preset, args.method, args.stack_mode, args.seed, args.scheduler, args.overwrite) == (
+            "fast",
+            "self-msnet",
+            "shared",
+            0,
+            None,
+            False,
+        )
+        assert build_parser().parse_args(["demo"]).output_dir.name == "selfmsnet-demo"
+
+
+class TestInputsAndPlanning:
+    def test_expand_files_folders_globs(self, files):
+        found, problems = expand_inputs(
+            [
+                str(files / "stack.tif"),
+                str(files),
+                str(files / "*.png"),
+                str(files / "none*.tif"),
+                str(files / "gone.tif"),
+            ]
+        )
+        assert [f.name for f in found] == ["stack.tif", "colour.jpg", "grey.png"]  # no repeats
+        assert problems == [f"{files / 'none*.tif'}: no such file matches", f"{files / 'gone.tif'}: no such file"]
+
+    def test_refuses_outputs_that_are_inputs_and_collisions(self, files, tmp_path):
+        (files / "grey_kernel.tif").write_bytes(b"")
+        iio.imwrite(files / "grey.jpg", np.zeros((8, 8), np.uint8))
+        todo, skipped, refused = plan_jobs(
+            [files / "grey.png", files / "grey.jpg", files / "grey_kernel.tif"],
+            files,
+            RunOptions((5, 5)),
+            overwrite=False,
+        )
+        reasons = {f.name: why for f, why in refused}
+        # grey.png and grey.jpg would both write grey_kernel.tif, which is an input here.
+        assert "grey_kernel.tif is an input file" in reasons["grey.png"] and "is an input file" in reasons["grey.jpg"]
+        assert [j.input.name for j in todo] == ["grey_kernel.tif"]
+        todo, _, refused = plan_jobs(
+            [files / "grey.jpg", files / "grey.png"], tmp_path / "out", RunOptions((5, 5)), overwrite=False
+        )
+        assert [f.name for f, _ in refused] == ["grey.png"] and "same name stem as" in refused[0][1]
+
+    def test_ome_tiff_stem(self, tmp_path):
+        todo, _, _ = plan_jobs([tmp_path / "cells.ome.tif"], tmp_path / "o", RunOptions((5, 5)), overwrite=False)
+        assert todo[0].outputs["image"].name == "cells_deblurred.tif"
+
+
+class TestDeblurCommand:
+    def test_stack_png_and_rgb_jpeg(self, files, tmp_path, capsys):
+        out = tmp_path / "out"
+        assert main(["deblur", str(files), "--output-dir", str(out), *FAST]) == 0
+        assert "3 deblurred, 0 skipped, 0 failed" in capsys.readouterr().out
+        # The stack: float32, same shape, axes and pixel sizes as the input.
+        image, meta = io.read_image_with_metadata(out / "stack_deblurred.tif")
+        assert image.shape == (3, 40, 40) and image.dtype == np.float32 and meta.axes == "ZYX"
+        assert (
+            meta.pixel_size == pytest.approx((0.25, 0.25))
+            and meta.z_spacing == pytest.approx(0.8)
+            and meta.unit == "µm"
+        )
+        kernel = tifffile.imread(out / "stack_kernel.tif")
+        assert (
+            kernel.shape == (KSIZE, KSIZE) and kernel.dtype == np.float32 and kernel.sum() == pytest.approx(1, abs=1e-4)
+        )
+        report = json.loads((out / "stack.json").read_text())
+        assert report["mode"] == "shared" and report["planes"] == 3 and report["device"] == "cpu"
+        assert 0 <= report["params"]["reference_plane"] < 3 and np.isfinite(report["final_loss"])
+        assert report["options"]["seed"] == 0 and report["input_metadata"]["axes"] == "ZYX"
+        # Deblurring keeps the intensity units: the mean stays near the input's.
+        original = tifffile.imread(files / "stack.tif")
+        assert abs(image.mean() - original.mean()) < 0.2 * original.mean()
+        assert tifffile.imread(out / "grey_deblurred.tif").shape == (40, 40)
+        colour, cmeta = io.read_image_with_metadata(out / "colour_deblurred.tif")
+        assert colour.shape == (40, 40, 3) and cmeta.axes == "YXS"
+        assert not list(out.glob("*.partial*"))
+
+    def test_per_plane_tzyx(self, tmp_path, rng):
+        path = tmp_path / "tz.tif"
+        tifffile.imwrite(path, _blurred(rng, (2, 2, 40, 40)).astype(np.uint16), imagej=True, metadata={"axes": "TZYX"})
+        assert main(["deblur", str(path), "--output-dir", str(tmp_path / "o"), "--stack-mode", "per-plane", *FAST]) == 0
+        kernels, kmeta = io.read_image_with_metadata(tmp_path / "o" / "tz_kernel.tif")
+        assert kernels.shape == (2, 2, KSIZE, KSIZE) and kmeta.axes == "TZYX"
+        np.testing.assert_allclose(kernels.sum(axis=(-1, -2)), 1.0, atol=1e-4)
+        report = json.loads((tmp_path / "o" / "tz.json").read_text())
+        assert report["mode"] == "per-plane" and len(report["params"]["plane_params"]) == 4
+
+    def test_current_plane_and_axes_override(self, tmp_path, rng):
+        path = tmp_path / "t.tif"
+        tifffile.imwrite(path, _blurred(rng, (3, 40, 40)).astype(np.float32), photometric="minisblack", metadata=None)
+        args = [
+            "deblur",
+            str(path),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--stack-mode",
+            "current",
+            "--plane",
+            "2",
+            "--axes",
+            "TYX",
+            *FAST,
+        ]
+        assert main(args) == 0
+        image, meta = io.read_image_with_metadata(tmp_path / "o" / "t_deblurred.tif")
+        assert image.shape == (40, 40) and meta.axes == "YX"
+        report = json.loads((tmp_path / "o" / "t.json").read_text())
+        assert report["params"]["plane"] == 2 and report["params"]["plane_index"] == {"T": 2}
+
+    def test_plane_out_of_range_fails_that_file(self, tmp_path, rng, capsys):
+        path = tmp_path / "t.tif"
+        tifffile.imwrite(path, _blurred(rng, (2, 40, 40)).astype(np.float32), imagej=True, metadata={"axes": "ZYX"})
+        assert main(["deblur", str(path), "--output-dir", str(tmp_path / "o"), "--plane", "5", *FAST]) == 1
+        assert "--plane 5 is out of range" in capsys.readouterr().err
+
+    def test_skip_then_overwrite(self, files, tmp_path, capsys):
+        out = tmp_path / "out"
+        png = str(files / "grey.png")
+        assert main(["deblur", png, "--output-dir", str(out), *FAST]) == 0
+        first = (out / "grey_deblurred.tif").stat().st_mtime_ns
+        capsys.readouterr()
+        assert main(["deblur", png, "--output-dir", str(out), *FAST]) == 0
+        assert "skipped" in capsys.readouterr().out and (out / "grey_deblurred.tif").stat().st_mtime_ns == first
+        assert main(["deblur", png, "--output-dir", str(out), "--overwrite", *FAST]) == 0
+        assert (out / "grey_deblurred.tif").stat().st_mtime_ns != first
+        # An incomplete earlier result (no report) is redone without --overwrite.
+        (out / "grey.json").unlink()
+        assert main(["deblur", png, "--output-dir", str(out), *FAST]) == 0
+        assert (out / "grey.json").exists()
+
+    def test_bad_file_among_good_ones(self, files, tmp_path, capsys):
+        (files / "broken.tif").write_bytes(b"this is not a TIFF")
+        out = tmp_path / "out"
+        status = main(
+            [
+                "deblur",
+                str(files / "broken.tif"),
+                str(files / "grey.png"),
+                str(files / "missing.png"),
+                "--output-dir",
+                str(out),
+                *FAST,
+            ]
+        )
+        captured = capsys.readouterr()
+        assert status == 1
+        assert "broken.tif: not a TIFF file" in captured.err and "missing.png: no such file" in captured.err
+        assert "1 deblurred, 0 skipped, 2 failed" in captured.out
+        assert (out / "grey_deblurred.tif").exists() and not list(out.glob("broken*"))
+
+    def test_refuses_to_write_over_an_input(self, files, capsys):
+        shutil.copy(files / "grey.png", files / "x.png")
+        (files / "x_kernel.tif").write_bytes(b"precious")
+        status = main(["deblur", str(files / "x.png"), str(files / "x_kernel.tif"), "--output-dir", str(files), *FAST])
+        assert status == 1
+        assert "is an input file" in capsys.readouterr().err
+        assert (files / "x_kernel.tif").read_bytes() == b"precious"
+
+    def test_ome_zarr_output(self, files, tmp_path):
+        zarr = pytest.importorskip("zarr")
+        out = tmp_path / "out"
+        assert main(["deblur", str(files / "stack.tif"), "--output-dir", str(out), "--ome-zarr", *FAST]) == 0
+        group = zarr.open_group(str(out / "stack_deblurred.ome.zarr"), mode="r")
+        assert group["0"].shape == (3, 40, 40) and group["0"].dtype == np.float32
+        scale = group.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+        assert scale == pytest.approx([0.8, 0.25, 0.25])
+        assert (out / "stack_kernel.tif").exists() and (out / "stack.json").exists()
+
+
+def test_console_script_runs(files, tmp_path):
+    """The installed entry point, in its own process."""
+    script = shutil.which("napari-selfmsnet") or pytest.skip("the console script is not installed")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [script, "deblur", str(files / "grey.png"), "--output-dir", str(out), *FAST],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "1 deblurred, 0 skipped, 0 failed" in proc.stdout
+    assert tifffile.imread(out / "grey_deblurred.tif").dtype == np.float32
+
+
+def test_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--iterations", "3", "--device", "cpu", "--torch-threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "PSNR against the sharp original" in printed and "dB" in printed
+    from napari_selfmsnet.samples import blurred_sample
+
+    assert tifffile.imread(out / "demo_deblurred.tif").shape == blurred_sample().shape
+    picture = iio.imread(out / "demo_comparison.png")
+    # blurred | deblurred | kernel, enlarged by a whole factor for viewing.
+    zoom = picture.shape[0] // blurred_sample().shape[0]
+    assert zoom >= 1 and picture.shape[0] == zoom * blurred_sample().shape[0]
+    assert picture.shape[1] > 2 * picture.shape[0] and picture.dtype == np.uint8
+    report = json.loads((out / "demo.json").read_text())
+    assert report["scores"]["deblurred"]["psnr"] > 0
+
+
+def test_samples_are_fixed_and_read_only():
+    """The demo's sample: the same pixels from make_case's fixed seed, shared read-only."""
+    from napari_selfmsnet.core.synth import make_case
+    from napari_selfmsnet.samples import SAMPLE_KERNEL_SIZE, SAMPLE_SEED, SAMPLE_SHAPE, blurred_sample, sample_kernel, sharp_sample
+
+    blurred, sharp, kernel = blurred_sample(), sharp_sample(), sample_kernel()
+    assert blurred.dtype == np.uint16 and blurred.shape == SAMPLE_SHAPE == sharp.shape
+    assert kernel.shape == (SAMPLE_KERNEL_SIZE, SAMPLE_KERNEL_SIZE) and kernel.sum() == pytest.approx(1, abs=1e-5)
+    np.testing.assert_array_equal(blurred, make_case(SAMPLE_SHAPE, SAMPLE_SEED, kernel="motion", kernel_size=SAMPLE_KERNEL_SIZE).blurred)
+    with pytest.raises(ValueError, match="read-only"):
+        blurred[0, 0] = 1

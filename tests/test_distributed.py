@@ -1,0 +1,235 @@
+"""Dask-distributed batches: the same outputs as a serial run, retries, failures, GPU pinning."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage, signal
+
+from napari_selfmsnet.cli import main, plan_jobs
+from napari_selfmsnet.distributed import FileJob, RunOptions, make_plan, run_dask, run_serial, submit_job
+
+distributed = pytest.importorskip("distributed")
+
+KSIZE = 5
+FAST = [
+    "--kernel-size",
+    str(KSIZE),
+    "--iterations",
+    "3",
+    "--method",
+    "self-msnet-s",
+    "--device",
+    "cpu",
+    "--torch-threads",
+    "1",
+    "--nonblind",
+    "wiener",
+]
+OPTIONS = RunOptions((KSIZE, KSIZE), method="self-msnet-s", iterations=3, device="cpu", nonblind="wiener")
+
+
+def _blurred(rng, shape):
+    kernel = np.eye(KSIZE) / KSIZE
+    planes = [
+        signal.convolve2d(
+            ndimage.gaussian_filter((rng.random((40 + KSIZE - 1,) * 2) > 0.97) * 1.0, 1.0), kernel, mode="valid"
+        )
+        for _ in range(int(np.prod(shape[:-2])))
+    ]
+    out = np.stack(planes).reshape(shape)
+    return (out / out.max() * 200 + 20).astype(np.uint8 if len(shape) == 2 else np.uint16)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded worker processes, torch limited to 1 thread each (as --torch-threads 1)."""
+    from distributed import Client, LocalCluster
+
+    from napari_selfmsnet.distributed import TorchThreads
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
+        with Client(local) as client:
+            client.register_plugin(TorchThreads(1), name=TorchThreads.name)
+            yield local, client
+
+
+@pytest.fixture
+def four_files(tmp_path):
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        iio.imwrite(folder / f"{name}.png", _blurred(rng, (40, 40)))
+    for name in ("c", "d"):
+        tifffile.imwrite(folder / f"{name}.tif", _blurred(rng, (3, 40, 40)), imagej=True, metadata={"axes": "ZYX"})
+    return folder
+
+
+def _outputs(folder):
+    return {p.name: tifffile.imread(p) for p in sorted(folder.glob("*.tif"))}
+
+
+def _same(serial, parallel):
+    assert serial.keys() == parallel.keys() and len(serial) == 8
+    for name in serial:
+        np.testing.assert_array_equal(serial[name], parallel[name], err_msg=name)
+
+
+def test_workers_use_one_torch_thread(cluster):
+    _, client = cluster
+    import torch
+
+    assert set(client.run(torch.get_num_threads).values()) == {1}
+
+
+@pytest.mark.parametrize("mode", ["shared", "per-plane"])
+def test_cluster_matches_serial(cluster, four_files, tmp_path, mode):
+    """Four files as tasks on two workers: the very same numbers as one after the other."""
+    import torch
+
+    _, client = cluster
+    options = RunOptions(**{**OPTIONS.__dict__, "stack_mode": mode})
+    files = sorted(four_files.iterdir())
+    serial_jobs, _, _ = plan_jobs(files, tmp_path / "serial", options, overwrite=False)
+    dask_jobs, _, _ = plan_jobs(files, tmp_path / "dask", options, overwrite=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' count: CPU results depend on it
+    try:
+        serial = run_serial(serial_jobs)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = run_dask(client, dask_jobs)
+    assert [o.error for o in serial + parallel] == [None] * 8
+    _same(_outputs(tmp_path / "serial"), _outputs(tmp_path / "dask"))
+    report = json.loads((tmp_path / "dask" / "c.json").read_text())
+    assert report["scheduler"] == "dask" and report["mode"] == mode and len(report["task_seconds"]) == 3
+
+
+def test_cli_joins_an_existing_scheduler(cluster, four_files, tmp_path, capsys):
+    local, _ = cluster
+    args = [
+        "deblur",
+        str(four_files),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--scheduler",
+        local.scheduler_address,
+        *FAST,
+    ]
+    assert main(args) == 0
+    assert "4 deblurred, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert main(["deblur", str(four_files), "--output-dir", str(tmp_path / "serial"), *FAST]) == 0
+    _same(_outputs(tmp_path / "serial"), _outputs(tmp_path / "o"))
+
+
+def test_failed_file_is_reported_and_others_finish(cluster, four_files, tmp_path):
+    _, client = cluster
+    (four_files / "e.tif").write_bytes(b"broken")
+    jobs, _, _ = plan_jobs(sorted(four_files.iterdir()), tmp_path / "o", OPTIONS, overwrite=False)
+    outcomes = run_dask(client, jobs)
+    errors = {o.job.input.name: o.error for o in outcomes}
+    assert [name for name, err in errors.items() if err is not None] == ["e.tif"]
+    assert "not a TIFF file" in str(errors["e.tif"])
+    assert len(list((tmp_path / "o").glob("*_deblurred.tif"))) == 4
+    assert not list((tmp_path / "o").glob("*partial*"))
+
+
+def test_a_stack_plane_that_fails_fails_its_file(cluster, tmp_path):
+    """A task error inside a stack (here: a plane file truncated after planning) is not dropped."""
+    _, client = cluster
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, _blurred(np.random.default_rng(0), (3, 40, 40)), imagej=True, metadata={"axes": "ZYX"})
+    (job,), _, _ = plan_jobs([path], tmp_path / "o", OPTIONS, overwrite=False)
+    plan = make_plan(job)
+    path.write_bytes(path.read_bytes()[:400])  # the pixel data is gone
+    future = submit_job(client, job, plan, None)
+    with pytest.raises(ValueError, match="failed to read"):
+        future.result()
+    assert not (tmp_path / "o" / "s.json").exists()
+
+
+class _SubmitRecorder:
+    """Stands in for a Client: records the keyword arguments of every submit."""
+
+    def __init__(self):
+        self.calls = []
+
+    def submit(self, func, *args, **kwargs):
+        self.calls.append((func.__name__, kwargs))
+        return object()
+
+
+def test_every_task_is_retried_once(tmp_path):
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.zeros((3, 40, 40), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    for mode, expected in (("shared", ["create_outputs", "estimate_kernel", *["apply_to_plane"] * 3, "_finish_stack"]),
+                           ("per-plane", ["create_outputs", *["deblur_plane"] * 3, "_finish_stack"])):  # fmt: skip
+        job = FileJob(
+            path,
+            {"image": tmp_path / "i.tif", "kernel": tmp_path / "k.tif", "report": tmp_path / "r.json"},
+            RunOptions((5, 5), stack_mode=mode),
+        )
+        client = _SubmitRecorder()
+        submit_job(client, job, make_plan(job), {"GPU": 1})
+        assert [name for name, _ in client.calls] == expected
+        assert all(kw["retries"] == 1 and kw["resources"] == {"GPU": 1} for _, kw in client.calls)
+
+
+def test_gpu_workers_are_pinned_one_per_gpu():
+    """The cluster built when torch sees GPUs: one worker per GPU, each with its own device."""
+    from distributed import Client
+
+    from napari_selfmsnet.distributed import _cluster_has_gpus, _gpu_cluster
+
+    with _gpu_cluster(2, None) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(seen.values()) == ["0", "1"]
+        assert _cluster_has_gpus(client)
+        resources = [w["resources"] for w in client.scheduler_info()["workers"].values()]
+        assert resources == [{"GPU": 1}, {"GPU": 1}]
+
+
+def test_local_cluster_is_sized_to_the_machine():
+    from napari_selfmsnet.distributed import start_client
+
+    client, cluster = start_client("local", workers=2, device="cpu", torch_threads=1)
+    try:
+        import torch
+
+        workers = client.scheduler_info()["workers"].values()
+        assert len(workers) == 2 and all(w["nthreads"] == 1 for w in workers)
+        assert set(client.run(torch.get_num_threads).values()) == {1}
+        assert set(client.run(lambda: os.environ.get("OMP_WAIT_POLICY")).values()) == {
+            os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+        }
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_unreachable_scheduler_fails_cleanly(four_files, tmp_path, capsys):
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        status = main(
+            [
+                "deblur",
+                str(four_files / "a.png"),
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--scheduler",
+                "tcp://127.0.0.1:9",
+                *FAST,
+            ]
+        )
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "cannot start or reach the Dask scheduler 'tcp://127.0.0.1:9'" in captured.err
+    assert "0 deblurred, 0 skipped, 1 failed" in captured.out

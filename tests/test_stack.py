@@ -1,0 +1,273 @@
+"""Stacks: shared and per-plane kernels, plane-by-plane reading, stopping part-way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage, signal
+
+from napari_selfmsnet.core.results import DeblurResult, Progress
+from napari_selfmsnet.stack import (
+    StackResult,
+    apply_kernel,
+    deblur_stack,
+    delta_kernel,
+    select_reference_plane,
+)
+
+KSIZE = 5
+TINY = {"method": "self-msnet-s", "iterations": 3, "device": "cpu", "seed": 0}
+# Wiener is the quickest non-blind method; the default ("sparse") is the nonblind module's to test.
+NONBLIND = "wiener"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: tiny runs are fastest so, and immune to other processes on the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _sharp(rng: np.random.Generator, size: int = 40 + KSIZE - 1) -> np.ndarray:
+    """Blobs and a bar on a dark background, values in [0, 1]."""
+    image = np.zeros((size, size))
+    for y, x in rng.integers(4, size - 4, size=(8, 2)):
+        image[y, x] = 1.0
+    image = ndimage.gaussian_filter(image, 1.0) * 6
+    image[size // 3 : size // 3 + 2, 5:-5] += 0.6
+    return image
+
+
+def _motion_kernel() -> np.ndarray:
+    kernel = np.zeros((KSIZE, KSIZE))
+    kernel[1, 0:3] = 1.0
+    kernel[2, 2:5] = 1.0
+    return kernel / kernel.sum()
+
+
+def _blurred_stack(planes: int = 3, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    kernel = _motion_kernel()
+    out = [signal.convolve2d(_sharp(rng), kernel, mode="valid") for _ in range(planes)]
+    return (np.stack(out) * 1000 + 100).astype(np.uint16)
+
+
+class PlaneReader:
+    """An array-like that hands out planes one at a time and refuses to be read whole."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.reads: list[int] = []
+
+    def __getitem__(self, index):
+        if not isinstance(index, int):
+            raise AssertionError(f"read with a non-plane index {index!r}")
+        self.reads.append(index)
+        return self.data[index]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole stack was read at once")
+
+
+def _fake_deblur(calls: list, stop_at: tuple[int, int] | None = None):
+    """A stand-in for napari_selfmsnet.deblur: 4 iterations, a stop request honoured."""
+
+    def fake(image, kernel_size, *, callback=None, **kwargs):
+        calls.append(kwargs)
+        image = np.asarray(image)
+        kernel = delta_kernel(tuple(kernel_size))
+        for it in range(1, 5):
+            progress = Progress(iteration=it, total=4, loss=1.0 / it)
+            if callback is not None and callback(progress):
+                return DeblurResult(
+                    image.astype(np.float32) + 0.5,
+                    kernel,
+                    np.ones(it, np.float32),
+                    {"it": it},
+                    "cpu",
+                    0.0,
+                    cancelled=True,
+                    iterations_run=it,
+                )
+        return DeblurResult(
+            image.astype(np.float32) + 1.0,
+            kernel,
+            np.full(4, 0.25, np.float32),
+            {"it": 4},
+            "cpu",
+            0.0,
+            iterations_run=4,
+        )
+
+    return fake
+
+
+class TestSelectReferencePlane:
+    def test_picks_the_sharpest_plane(self):
+        rng = np.random.default_rng(0)
+        sharp = _sharp(rng)
+        stack = np.stack(
+            [np.zeros_like(sharp), ndimage.gaussian_filter(sharp, 3), sharp, ndimage.gaussian_filter(sharp, 1.5)]
+        )
+        assert select_reference_plane(stack) == 2
+
+    def test_reads_one_plane_at_a_time(self):
+        reader = PlaneReader(_blurred_stack(3))
+        select_reference_plane(reader)
+        assert reader.reads == [0, 1, 2]
+
+    def test_rgb_planes(self):
+        rng = np.random.default_rng(0)
+        sharp = _sharp(rng)
+        rgb = np.stack([sharp] * 3, axis=-1)
+        stack = np.stack([ndimage.gaussian_filter(rgb, (2, 2, 0)), rgb])
+        assert select_reference_plane(stack) == 1
+
+    def test_rejects_a_single_image(self):
+        with pytest.raises(ValueError, match=r"\(P, H, W\) or \(P, H, W, 3\).*got shape \(40, 40\)"):
+            select_reference_plane(np.zeros((40, 40)))
+
+    def test_rejects_objects_without_shape(self):
+        with pytest.raises(TypeError, match="array-like with a .shape.*got list"):
+            select_reference_plane([np.zeros((4, 4))])
+
+
+class TestDeblurStackValidation:
+    def test_unknown_mode(self):
+        with pytest.raises(ValueError, match=r"mode must be one of \('shared', 'per-plane'\), got 'all'"):
+            deblur_stack(_blurred_stack(2), KSIZE, mode="all")
+
+    @pytest.mark.parametrize("ref", [-1, 2, 1.0])
+    def test_reference_plane_out_of_range(self, ref):
+        with pytest.raises(ValueError, match=r"reference_plane must be an int in \[0, 1\]"):
+            deblur_stack(_blurred_stack(2), KSIZE, reference_plane=ref)
+
+    def test_even_kernel(self):
+        with pytest.raises(ValueError, match="kernel_size must be odd"):
+            deblur_stack(_blurred_stack(2), 4)
+
+    def test_wrong_out_shape(self):
+        with pytest.raises(ValueError, match=r"out must have shape \(2, 40, 40\)"):
+            deblur_stack(_blurred_stack(2), KSIZE, out=np.zeros((2, 40, 41), np.float32))
+
+
+class TestStopRequests:
+    def test_per_plane_stop_keeps_done_planes_and_leaves_the_rest(self, monkeypatch):
+        calls: list = []
+        monkeypatch.setattr("napari_selfmsnet.api.deblur", _fake_deblur(calls))
+        stack = _blurred_stack(4)
+        seen: list[tuple[int, int]] = []
+
+        def callback(progress):
+            seen.append((progress.plane, progress.planes))
+            return progress.plane == 1 and progress.iteration == 2
+
+        result = deblur_stack(stack, KSIZE, mode="per-plane", callback=callback, seed=7)
+        assert result.cancelled
+        assert result.params["interrupted_plane"] == 1
+        assert result.params["unfinished_planes"] == [2, 3]
+        np.testing.assert_array_equal(result.image[0], stack[0] + 1.0)  # finished
+        np.testing.assert_array_equal(result.image[1], stack[1] + 0.5)  # best so far
+        np.testing.assert_array_equal(result.image[2:], stack[2:].astype(np.float32))
+        np.testing.assert_array_equal(result.kernels[3], delta_kernel((KSIZE, KSIZE)))
+        assert result.image.dtype == np.float32
+        assert set(seen) == {(0, 4), (1, 4)}
+        assert [c["seed"] for c in calls] == [7, 7]  # the same seed for every plane
+
+    def test_shared_stop_during_estimation(self, monkeypatch):
+        monkeypatch.setattr("napari_selfmsnet.api.deblur", _fake_deblur([]))
+        stack = _blurred_stack(3)
+        result = deblur_stack(
+            stack, KSIZE, mode="shared", reference_plane=1, callback=lambda p: setattr(p, "stop", True)
+        )
+        assert result.cancelled
+        assert result.params["interrupted_plane"] == 1
+        assert result.params["unfinished_planes"] == [0, 2]
+        np.testing.assert_array_equal(result.image[0], stack[0].astype(np.float32))
+
+    def test_no_stop_is_not_cancelled(self, monkeypatch):
+        monkeypatch.setattr("napari_selfmsnet.api.deblur", _fake_deblur([]))
+        result = deblur_stack(_blurred_stack(2), KSIZE, mode="per-plane")
+        assert not result.cancelled
+        assert result.params["unfinished_planes"] == []
+        assert result.final_loss == pytest.approx(0.25)
+
+
+class TestDeblurStackEngine:
+    """The real engine on 3 tiny planes (3 iterations each)."""
+
+    def test_shared_mode(self):
+        stack = _blurred_stack(3)
+        reader = PlaneReader(stack)
+        records: list[Progress] = []
+        result = deblur_stack(
+            reader, KSIZE, mode="shared", reference_plane=2, callback=records.append, nonblind_method=NONBLIND, **TINY
+        )
+        assert isinstance(result, StackResult)
+        assert result.image.shape == stack.shape and result.image.dtype == np.float32
+        assert result.kernels.shape == (3, KSIZE, KSIZE)
+        assert result.kernel.sum() == pytest.approx(1.0, abs=1e-4)
+        for k in result.kernels:
+            np.testing.assert_array_equal(k, result.kernel)
+        assert result.params["reference_plane"] == 2
+        assert result.params["mode"] == "shared" and result.params["nonblind_method"] == NONBLIND
+        assert not result.cancelled and np.isfinite(result.final_loss)
+        # Every plane read one at a time, the reference read once more for the estimate.
+        assert sorted(reader.reads) == [0, 1, 2, 2]
+        assert {r.plane for r in records} == {0, 1, 2} and {r.planes for r in records} == {3}
+        # The reference plane is deblurred with the shared kernel, like the others.
+        np.testing.assert_allclose(
+            result.image[2], apply_kernel(stack[2], result.kernel, device="cpu", method=NONBLIND), rtol=1e-5, atol=1e-3
+        )
+
+    def test_shared_mode_picks_the_reference(self):
+        stack = _blurred_stack(2).astype(np.float32)
+        stack[0] = stack[0].mean()  # a blank plane can't be the reference
+        result = deblur_stack(stack, KSIZE, mode="shared", nonblind_method=NONBLIND, **TINY)
+        assert result.params["reference_plane"] == 1
+
+    def test_per_plane_mode_rgb(self):
+        grey = _blurred_stack(2)
+        stack = np.stack([grey, grey // 2, grey // 3], axis=-1)
+        result = deblur_stack(stack, (KSIZE, 3), mode="per-plane", **TINY)
+        assert result.image.shape == stack.shape
+        assert result.kernels.shape == (2, KSIZE, 3)
+        np.testing.assert_allclose(result.kernels.sum(axis=(1, 2)), 1.0, atol=1e-4)
+        assert len(result.params["plane_params"]) == 2 and result.kernel is None
+
+    def test_per_plane_equals_single_runs(self):
+        from napari_selfmsnet import deblur
+
+        stack = _blurred_stack(2)
+        result = deblur_stack(stack, KSIZE, mode="per-plane", **TINY)
+        single = deblur(stack[1], KSIZE, **TINY)
+        np.testing.assert_array_equal(result.image[1], single.image)
+        np.testing.assert_array_equal(result.kernels[1], single.kernel)
+
+    def test_writes_into_out(self):
+        out = np.full((2, 40, 40), np.nan, dtype=np.float32)
+        result = deblur_stack(_blurred_stack(2), KSIZE, mode="per-plane", out=out, **TINY)
+        assert result.image is out and np.isfinite(out).all()
+
+
+class TestApplyKernel:
+    def test_delta_kernel_keeps_the_image(self):
+        plane = _blurred_stack(1)[0]
+        out = apply_kernel(plane, delta_kernel((KSIZE, KSIZE)), device="cpu", method=NONBLIND)
+        assert out.dtype == np.float32 and out.shape == plane.shape
+        # A delta kernel has nothing to undo: the output stays close to the input.
+        assert np.abs(out - plane).mean() < 0.05 * plane.mean()
+
+    def test_rejects_a_3d_kernel(self):
+        with pytest.raises(ValueError, match=r"kernel must be 2-D \(kh, kw\), got shape \(1, 5, 5\)"):
+            apply_kernel(np.zeros((40, 40)), np.ones((1, 5, 5)))
+
+    def test_rejects_a_stack(self):
+        with pytest.raises(ValueError, match=r"plane must have shape \(H, W\) or \(H, W, 3\), got \(2, 40, 40\)"):
+            apply_kernel(np.zeros((2, 40, 40)), np.ones((5, 5)))

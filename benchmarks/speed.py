@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine_info, peak_memory, reset_peak_memory, write_json
 
 from napari_selfmsnet import PRESETS, deblur
-from napari_selfmsnet.core.devices import device_name, resolve_device
+from napari_selfmsnet.core.devices import resolve_device
 from napari_selfmsnet.core.kernel_step import estimate_kernel, solve_kernel
 
 
@@ -36,19 +35,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def time_iterations(preset: str, size: int, kernel: int, iterations: int, device: torch.device) -> dict:
     """Seconds per iteration of ``deblur`` (after one warm-up iteration), generator output only."""
     image = np.random.default_rng(0).random((size, size)).astype(np.float32)
     config = replace(PRESETS[preset], final="generator", refine_rounds=0)
     deblur(image, kernel, preset=config, iterations=1, device=str(device))  # warm-up
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     _sync(device)
     start = time.perf_counter()
     result = deblur(image, kernel, preset=config, iterations=iterations, device=str(device))
@@ -62,7 +54,7 @@ def time_iterations(preset: str, size: int, kernel: int, iterations: int, device
         "iterations_timed": iterations,
         "seconds_per_iteration": seconds,
         "projected_seconds_for_preset": seconds * PRESETS[preset].iterations,
-        "peak_memory_mb": _peak_memory_mb(device),
+        **peak_memory(device),
         "final_loss": result.final_loss,
     }
 
@@ -125,19 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     report = {
-        "machine": {
-            "device": device_name(device),
-            "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(device),
         "iterations": [time_iterations(p, args.size, args.kernel, args.iterations, device) for p in args.presets],
         "kernel_step": [
             time_kernel_step(args.size, k, repeats=10, device=device, dense=True) for k in args.kernel_sizes
         ],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(json.dumps(report, indent=2))
 
 

@@ -11,19 +11,24 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["blurred_sample", "sharp_sample", "sample_kernel", "SAMPLE_SHAPE", "SAMPLE_KERNEL_SIZE", "SAMPLE_SEED"]
+__all__ = ["blurred_sample", "sharp_sample", "sample_kernel", "SAMPLE_SHAPE", "SAMPLE_KERNEL_SIZE", "SAMPLE_SEED", "SAMPLE_PHOTONS"]
 
-#: Size of the blurred sample (H, W), the side of its drift kernel, and the seed drawing both.
+#: Size of the blurred sample (H, W), the side of its drift kernel, the seed drawing both, and
+#: the photon budget of its brightest pixels. At 5000 photons the fast preset gains 6 dB on it
+#: in about a minute on 2 CPU cores (at 1000 photons, +0.8 dB: the kernel is lost in the noise).
 SAMPLE_SHAPE = (128, 128)
 SAMPLE_KERNEL_SIZE = 15
 SAMPLE_SEED = 7
+SAMPLE_PHOTONS = 5000.0
 
 
 @lru_cache(maxsize=1)
 def _case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from .core.synth import make_case
 
-    case = make_case(SAMPLE_SHAPE, SAMPLE_SEED, kernel="motion", kernel_size=SAMPLE_KERNEL_SIZE)
+    case = make_case(
+        SAMPLE_SHAPE, SAMPLE_SEED, kernel="motion", kernel_size=SAMPLE_KERNEL_SIZE, photons=SAMPLE_PHOTONS
+    )
     arrays = (case.blurred, case.sharp.astype(np.float32), case.kernel.astype(np.float32))
     for array in arrays:
         array.setflags(write=False)  # shared by every caller: nobody may change it

@@ -292,11 +292,22 @@ def test_demo(tmp_path, capsys):
 def test_samples_are_fixed_and_read_only():
     """The demo's sample: the same pixels from make_case's fixed seed, shared read-only."""
     from napari_selfmsnet.core.synth import make_case
-    from napari_selfmsnet.samples import SAMPLE_KERNEL_SIZE, SAMPLE_SEED, SAMPLE_SHAPE, blurred_sample, sample_kernel, sharp_sample
+    from napari_selfmsnet.samples import (
+        SAMPLE_KERNEL_SIZE,
+        SAMPLE_PHOTONS,
+        SAMPLE_SEED,
+        SAMPLE_SHAPE,
+        blurred_sample,
+        sample_kernel,
+        sharp_sample,
+    )
 
     blurred, sharp, kernel = blurred_sample(), sharp_sample(), sample_kernel()
     assert blurred.dtype == np.uint16 and blurred.shape == SAMPLE_SHAPE == sharp.shape
     assert kernel.shape == (SAMPLE_KERNEL_SIZE, SAMPLE_KERNEL_SIZE) and kernel.sum() == pytest.approx(1, abs=1e-5)
-    np.testing.assert_array_equal(blurred, make_case(SAMPLE_SHAPE, SAMPLE_SEED, kernel="motion", kernel_size=SAMPLE_KERNEL_SIZE).blurred)
+    expected = make_case(
+        SAMPLE_SHAPE, SAMPLE_SEED, kernel="motion", kernel_size=SAMPLE_KERNEL_SIZE, photons=SAMPLE_PHOTONS
+    )
+    np.testing.assert_array_equal(blurred, expected.blurred)
     with pytest.raises(ValueError, match="read-only"):
         blurred[0, 0] = 1

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
+from .core.kernel_step import delta_kernel as _delta
 from .core.results import Progress
+from .core.validation import check_kernel_size
 
 __all__ = ["StackResult", "deblur_stack", "apply_kernel", "select_reference_plane", "delta_kernel"]
 
@@ -67,10 +69,8 @@ class StackResult:
 
 
 def delta_kernel(kernel_shape: tuple[int, int]) -> np.ndarray:
-    """The identity kernel of ``kernel_shape``: 1 at the centre ``(kh // 2, kw // 2)``."""
-    kernel = np.zeros(kernel_shape, dtype=np.float32)
-    kernel[kernel_shape[0] // 2, kernel_shape[1] // 2] = 1.0
-    return kernel
+    """The identity kernel of ``kernel_shape`` (1 at the centre) as float32 NumPy."""
+    return _delta(kernel_shape).numpy()
 
 
 def _stack_geometry(stack: Any) -> tuple[int, tuple[int, ...]]:
@@ -86,18 +86,6 @@ def _stack_geometry(stack: Any) -> tuple[int, tuple[int, ...]]:
     if shape[0] < 1:
         raise ValueError(f"stack has no planes (shape {shape})")
     return shape[0], shape[1:]
-
-
-def _kernel_shape(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(kernel_size, (int, np.integer)):
-        shape = (int(kernel_size), int(kernel_size))
-    elif isinstance(kernel_size, (tuple, list)) and len(kernel_size) == 2:
-        shape = (int(kernel_size[0]), int(kernel_size[1]))
-    else:
-        raise TypeError(f"kernel_size must be an odd int or a pair (kh, kw), got {kernel_size!r}")
-    if any(k < 1 or k % 2 == 0 for k in shape):
-        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size!r}")
-    return shape
 
 
 def _plane(stack: Any, index: int) -> np.ndarray:
@@ -253,7 +241,7 @@ def deblur_stack(
     if "callback" in deblur_kwargs or "image" in deblur_kwargs:
         raise TypeError("pass callback to deblur_stack itself; image is the stack")
     planes, plane_shape = _stack_geometry(stack)
-    kshape = _kernel_shape(kernel_size)
+    kshape = check_kernel_size(kernel_size, plane_shape[:2])
     if reference_plane is not None:
         if not isinstance(reference_plane, (int, np.integer)) or not 0 <= reference_plane < planes:
             raise ValueError(f"reference_plane must be an int in [0, {planes - 1}], got {reference_plane!r}")

@@ -16,22 +16,7 @@ from napari_selfmsnet import io
 from napari_selfmsnet.cli import build_parser, expand_inputs, main, plan_jobs
 from napari_selfmsnet.distributed import RunOptions
 
-KSIZE = 5
-# Tiny runs: one scale, 3 iterations, 1 torch thread (reproducible), Wiener for shared planes.
-FAST = [
-    "--kernel-size",
-    str(KSIZE),
-    "--iterations",
-    "3",
-    "--method",
-    "self-msnet-s",
-    "--device",
-    "cpu",
-    "--torch-threads",
-    "1",
-    "--nonblind",
-    "wiener",
-]
+from _tiny_run import FAST, KSIZE
 
 
 def _blurred(rng: np.random.Generator, shape: tuple[int, ...], peak: float = 1000.0) -> np.ndarray:

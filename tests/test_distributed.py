@@ -16,21 +16,7 @@ from napari_selfmsnet.distributed import FileJob, RunOptions, make_plan, run_das
 
 distributed = pytest.importorskip("distributed")
 
-KSIZE = 5
-FAST = [
-    "--kernel-size",
-    str(KSIZE),
-    "--iterations",
-    "3",
-    "--method",
-    "self-msnet-s",
-    "--device",
-    "cpu",
-    "--torch-threads",
-    "1",
-    "--nonblind",
-    "wiener",
-]
+from _tiny_run import FAST, KSIZE
 OPTIONS = RunOptions((KSIZE, KSIZE), method="self-msnet-s", iterations=3, device="cpu", nonblind="wiener")
 
 

@@ -16,7 +16,29 @@ from .config import SolverConfig
 from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
 
-__all__ = ["nonblind_finish"]
+__all__ = ["nonblind_finish", "center_kernel"]
+
+
+def center_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Shift ``kernel`` by whole pixels so its centre of mass sits at its centre pixel.
+
+    A blind estimate is defined only up to a shift traded between image and kernel; with the
+    kernel's mass centred, the deconvolved image lies over the blurred one (what a user
+    overlaying the two expects) instead of drifting by the kernel's offset. Mass shifted out of
+    the support is dropped and the rest renormalised.
+    """
+    total = kernel.sum()
+    rows, cols = np.indices(kernel.shape)
+    dy = int(round(kernel.shape[0] // 2 - (kernel * rows).sum() / total))
+    dx = int(round(kernel.shape[1] // 2 - (kernel * cols).sum() / total))
+    if dy == 0 and dx == 0:
+        return kernel
+    shifted = np.zeros_like(kernel)
+    h, w = kernel.shape
+    shifted[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = kernel[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return shifted / shifted.sum()
 
 
 def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -34,6 +56,7 @@ def nonblind_finish(
     """
     y = _as_batch(observation, device)
     percentile = config.edge_percentile * config.edge_decay ** max(0, round(1 / config.edge_decay_fraction) - 1)
+    kernel = center_kernel(kernel)
     for _ in range(config.refine_rounds):
         sharp = deconvolve(observation, kernel, method="sparse", device=device)
         k = estimate_kernel(
@@ -48,6 +71,6 @@ def nonblind_finish(
         )
         if not torch.isfinite(k).all():
             break
-        kernel = k.cpu().numpy().astype(np.float32)
+        kernel = center_kernel(k.cpu().numpy().astype(np.float32))
     image = deconvolve(observation, kernel, method="sparse", device=device)
     return image.astype(np.float32), kernel / kernel.sum()

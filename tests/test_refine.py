@@ -1,0 +1,45 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_selfmsnet import PRESETS
+from napari_selfmsnet.core.convolution import valid_convolve
+from napari_selfmsnet.core.refine import center_kernel, nonblind_finish
+from napari_selfmsnet.core.synth import motion_kernel
+from napari_selfmsnet.metrics import kernel_similarity
+
+
+def test_center_kernel_moves_mass_to_the_centre():
+    k = np.zeros((9, 9), np.float32)
+    k[1, 6:9] = 1.0
+    out = center_kernel(k)
+    rows, cols = np.indices(out.shape)
+    assert (out * rows).sum() / out.sum() == pytest.approx(4, abs=0.5)
+    assert (out * cols).sum() / out.sum() == pytest.approx(4, abs=0.5)
+    assert out.sum() == pytest.approx(1) and out.min() >= 0
+    np.testing.assert_array_equal(np.sort(out[out > 0]), np.sort((k / k.sum())[k > 0]))
+
+
+def test_centred_kernel_is_unchanged():
+    k = np.zeros((5, 5), np.float32)
+    k[2, 1:4] = 1 / 3
+    assert center_kernel(k) is k
+
+
+def test_polish_sharpens_a_widened_kernel():
+    from scipy.ndimage import gaussian_filter
+    from skimage import data
+    from skimage.transform import resize
+
+    true = motion_kernel(11, rng=5)
+    padded = resize(data.camera().astype(np.float64) / 255, (106, 106), anti_aliasing=True)
+    blurred = valid_convolve(torch.from_numpy(padded)[None, None], torch.from_numpy(true))[0, 0].numpy()
+    wide = gaussian_filter(true, 1.0)
+    wide /= wide.sum()
+    config = replace(PRESETS["fast"], refine_rounds=4)
+    image, kernel = nonblind_finish(blurred.astype(np.float32), wide.astype(np.float32), config, torch.device("cpu"))
+    assert image.shape == blurred.shape and image.dtype == np.float32
+    assert kernel.sum() == pytest.approx(1, abs=1e-5)
+    assert kernel_similarity(kernel, true) > kernel_similarity(wide, true)

@@ -44,8 +44,9 @@ def deblur(
     iterations : int, optional
         Overrides the preset's number of iterations.
     preset : {"fast", "quality"} or SolverConfig
-        ``"quality"`` is the paper's configuration; ``"fast"`` gives the best result we measured
-        in about a minute on 2 CPU cores for 255 x 255 (see ``docs/parameters.md``).
+        ``"quality"`` is the paper's configuration; ``"fast"`` a narrow network, a short run
+        and a sparse non-blind polish, about 2-3 minutes on 2 CPU cores for 255 x 255
+        (measured figures in ``docs/benchmarks.md``).
     device : str
         ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
     seed : int

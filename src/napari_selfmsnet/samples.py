@@ -15,7 +15,7 @@ __all__ = ["blurred_sample", "sharp_sample", "sample_kernel", "SAMPLE_SHAPE", "S
 
 #: Size of the blurred sample (H, W), the side of its drift kernel, the seed drawing both, and
 #: the photon budget of its brightest pixels. At 5000 photons the fast preset gains 6 dB on it
-#: in about a minute on 2 CPU cores (at 1000 photons, +0.8 dB: the kernel is lost in the noise).
+#: in 55 s on 2 CPU cores (at 1000 photons, +0.8 dB: the kernel is lost in the noise).
 SAMPLE_SHAPE = (128, 128)
 SAMPLE_KERNEL_SIZE = 15
 SAMPLE_SEED = 7

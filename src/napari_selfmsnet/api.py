@@ -114,7 +114,7 @@ def deblur(
             if callback(progress) is True or progress.stop:
                 cancelled = True
                 break
-        run.close()
+        run.close()  # frees the network before the non-blind stage needs the device
         kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
         kernel /= kernel.sum()
         if config.final == "nonblind":

@@ -19,6 +19,7 @@ other files go on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -325,11 +326,10 @@ def run_serial(
 
 
 def _clean_partial(job: FileJob) -> None:
+    # Best effort: a leftover .partial file is never taken for a result.
     for path in job.partial.values():
-        try:
+        with contextlib.suppress(OSError):
             _remove(path)
-        except OSError:
-            pass  # best effort: a leftover .partial file is never taken for a result
 
 
 def submit_job(client: Any, job: FileJob, plan: Plan, resources: dict | None) -> Any:

@@ -12,7 +12,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {device!r}")
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:N', got {device!r}")
     choice = device.strip().lower()
     if choice == "auto":
         if torch.cuda.is_available():

@@ -173,7 +173,7 @@ class DeblurWidget(Container):
             name="preset",
             choices=list(PRESETS),
             value="fast",
-            tooltip="fast: about 2-3 minutes for 255 x 255 on 2 CPU cores, 1 minute for the sample. "
+            tooltip="fast: about 2-3 minutes for 255 x 255 on 2 CPU cores, 1-1.5 minutes for the sample. "
             "quality: the paper's settings (128 channels, 2000 iterations; use a GPU).",
         )
         self.iterations = SpinBox(

@@ -14,7 +14,13 @@ from .core.devices import device_name, release_memory, resolve_device
 from .core.optimizer import optimize
 from .core.refine import nonblind_finish
 from .core.results import DeblurResult, Progress
-from .core.validation import IntensityMap, check_image, check_kernel_size
+from .core.validation import (
+    IntensityMap,
+    check_image,
+    check_kernel_size,
+    from_channels_first,
+    to_channels_first,
+)
 
 __all__ = ["deblur"]
 
@@ -87,13 +93,10 @@ def deblur(
 
     intensity = IntensityMap.fit(array, config.headroom)
     unit = intensity.to_unit(array)
-    observation = torch.from_numpy(unit if unit.ndim == 2 else np.moveaxis(unit, -1, 0).copy())
-    observation = observation.reshape(1, -1, *unit.shape[:2]).to(run_device)
+    observation = torch.from_numpy(to_channels_first(unit))[None].to(run_device)
 
     def to_output(x: torch.Tensor) -> np.ndarray:
-        out = x[0].detach().to("cpu", torch.float32).numpy()
-        out = out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1)
-        return intensity.to_input_units(out)
+        return intensity.to_input_units(from_channels_first(x[0].detach().to("cpu", torch.float32).numpy()))
 
     start = time.perf_counter()
     cancelled = False

@@ -99,6 +99,17 @@ class SolverConfig:
         # A 4-value table (the paper's) used with fewer scales: take the finest entries.
         return self.support_factors[len(self.support_factors) - len(self.scales) + index]
 
+    def edge_percentile_at(self, iteration: int) -> float:
+        """The edge-selection percentile at ``iteration``, lowered every ``edge_decay_fraction``."""
+        interval = max(1, round(self.edge_decay_fraction * self.iterations))
+        return self.edge_percentile * self.edge_decay ** (iteration // interval)
+
+    @property
+    def final_edge_percentile(self) -> float:
+        """The percentile after the schedule's last decay step (``1 / edge_decay_fraction - 1``
+        steps): the widest edge selection of a run, used by the polish rounds after it."""
+        return self.edge_percentile * self.edge_decay ** max(0, round(1 / self.edge_decay_fraction) - 1)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

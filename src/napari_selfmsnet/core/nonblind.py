@@ -45,6 +45,7 @@ import torch
 from scipy.fft import next_fast_len
 
 from .devices import resolve_device
+from .validation import IntensityMap, from_channels_first, to_channels_first
 
 __all__ = ["deconvolve", "DEFAULT_WEIGHTS", "DEFAULT_ITERATIONS", "SPARSE_ALPHA"]
 
@@ -136,7 +137,7 @@ def deconvolve(
     if not np.isfinite(weight) or weight < 0:
         raise ValueError(f"weight must be a finite number >= 0, got {weight}")
     dev = resolve_device(device)
-    channels = data[None] if data.ndim == 2 else np.moveaxis(data, -1, 0)
+    channels = to_channels_first(data)
 
     if method == "richardson-lucy":
         if not np.isfinite(background) or background < 0:
@@ -151,16 +152,14 @@ def deconvolve(
         x = _richardson_lucy(y, _kernel_tensor(kern, dev), background / scale, weight, int(iterations))
         out = x.cpu().numpy().astype(np.float64) * scale + background
     else:
-        low = float(channels.min())
-        scale = float(channels.max()) - low
-        if scale == 0:  # a flat image is its own deconvolution
+        intensity = IntensityMap.fit(channels)
+        if intensity.scale == 0:  # a flat image is its own deconvolution
             return np.array(data, dtype=np.float32)
-        y = torch.as_tensor((channels - low) / scale, dtype=torch.float32, device=dev)
+        y = torch.as_tensor(intensity.to_unit(channels), device=dev)
         alpha = SPARSE_ALPHA if method == "sparse" else 2.0
         x = _admm(y, _kernel_tensor(kern, dev), alpha, weight, int(iterations))
-        out = x.cpu().numpy().astype(np.float64) * scale + low
-    out = out[0] if data.ndim == 2 else np.moveaxis(out, 0, -1)
-    return out.astype(np.float32)
+        out = intensity.to_input_units(x.cpu().numpy())
+    return from_channels_first(out).astype(np.float32)
 
 
 def _check_inputs(image: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

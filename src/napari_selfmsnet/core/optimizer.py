@@ -65,13 +65,6 @@ def _lr_at(config: SolverConfig, iteration: int) -> float:
     return config.lr * 0.5**drops
 
 
-def _edge_percentile(config: SolverConfig, iteration: int) -> float | None:
-    if iteration < config.mask_warmup:
-        return None
-    interval = max(1, round(config.edge_decay_fraction * config.iterations))
-    return config.edge_percentile * config.edge_decay ** (iteration // interval)
-
-
 def optimize(
     observation: torch.Tensor,
     kernel_shape: tuple[int, int],
@@ -135,7 +128,7 @@ def optimize(
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(config, iteration) * lr_scale
         use_ssim = config.loss == "ssim" and iteration < config.ssim_fraction * config.iterations
-        percentile = _edge_percentile(config, iteration)
+        percentile = None if iteration < config.mask_warmup else config.edge_percentile_at(iteration)
 
         optimizer.zero_grad(set_to_none=True)
         perturbed = [z + config.noise_std * torch.randn(z.shape, generator=generator, device=device) for z in inputs]

@@ -15,6 +15,7 @@ import torch
 from .config import SolverConfig
 from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
+from .validation import to_channels_first
 
 __all__ = ["nonblind_finish", "center_kernel"]
 
@@ -42,8 +43,7 @@ def center_kernel(kernel: np.ndarray) -> np.ndarray:
 
 
 def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    chw = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    return torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None].to(device)
+    return torch.from_numpy(to_channels_first(image.astype(np.float32, copy=False)))[None].to(device)
 
 
 def nonblind_finish(
@@ -55,7 +55,7 @@ def nonblind_finish(
     ``(kh, kw)``. Returns the image (same shape, float32) and the kernel (sums to 1).
     """
     y = _as_batch(observation, device)
-    percentile = config.edge_percentile * config.edge_decay ** max(0, round(1 / config.edge_decay_fraction) - 1)
+    percentile = config.final_edge_percentile
     kernel = center_kernel(kernel)
     for _ in range(config.refine_rounds):
         sharp = deconvolve(observation, kernel, method="sparse", device=device)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IntensityMap", "check_image", "check_kernel_size"]
+__all__ = ["IntensityMap", "check_image", "check_kernel_size", "to_channels_first", "from_channels_first"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,16 @@ class IntensityMap:
 
     def to_input_units(self, image: np.ndarray) -> np.ndarray:
         return (np.asarray(image, dtype=np.float64) * self.scale + self.offset).astype(np.float32)
+
+
+def to_channels_first(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` -> ``(1, H, W)``; ``(H, W, 3)`` -> ``(3, H, W)`` (contiguous), for torch."""
+    return np.ascontiguousarray(image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0))
+
+
+def from_channels_first(chw: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_channels_first`: one channel is grey ``(H, W)``, three RGB."""
+    return chw[0] if chw.shape[0] == 1 else np.moveaxis(chw, 0, -1)
 
 
 _SUPPORTED = (np.uint8, np.uint16, np.int8, np.int16, np.int32, np.uint32, np.float16, np.float32, np.float64)

@@ -145,3 +145,80 @@ class TestBadInput:
 def test_public_api_surface():
     assert callable(napari_selfmsnet.deblur)
     assert {"fast", "quality"} <= set(napari_selfmsnet.PRESETS)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    """128 x 144, textured in its lower-right quadrant only, blurred by a 5 x 5 kernel."""
+    # Texture only in the lower-right quadrant; the rest is flat with light noise.
+    rng = np.random.default_rng(4)
+    frame = 0.5 + rng.normal(0, 0.01, (128, 144))
+    texture = np.kron(rng.random((12, 12)), np.ones((6, 6)))[:64, :64]
+    frame[64:, 80:] += texture - 0.5
+    kernel = motion_kernel(5, rng=1)
+    blurred = valid_convolve(torch.from_numpy(np.pad(frame, 2, mode="reflect"))[None, None], torch.from_numpy(kernel))
+    return blurred[0, 0].numpy().astype(np.float32)
+
+
+class TestRegion:
+    """The kernel estimated on a window, the whole frame deconvolved with it."""
+
+    def test_explicit_region(self, frame):
+        seen: list[Progress] = []
+        result = deblur(frame, 5, method="self-msnet-s", iterations=20, region=(60, 70, 64, 70), callback=seen.append)
+        assert result.params["region"] == [60, 70, 64, 70]
+        assert result.image.shape == frame.shape and np.all(np.isfinite(result.image))
+        assert result.kernel.sum() == pytest.approx(1, abs=1e-5)
+        # Previews show the region being fitted, and say where it lies.
+        assert seen[0].image.shape == (64, 70) and seen[0].region == [60, 70, 64, 70]
+
+    def test_auto_region_on_a_large_frame_picks_the_textured_window(self, frame, monkeypatch):
+        from napari_selfmsnet import api
+
+        # Scaled-down thresholds so a small frame counts as "large" here.
+        monkeypatch.setattr(api, "AUTO_REGION_THRESHOLD", 100)
+        monkeypatch.setattr(api, "AUTO_REGION_SIZE", 48)
+        result = deblur(frame, 5, method="self-msnet-s", iterations=3)
+        top, left, h, w = result.params["region"]
+        assert (h, w) == (48, 48) and top >= 56 and left >= 72
+        assert result.image.shape == frame.shape
+
+    def test_small_frames_and_full_use_the_whole_image(self, frame):
+        for region in ("auto", "full"):
+            result = deblur(frame, 5, method="self-msnet-s", iterations=1, region=region)
+            assert result.params["region"] == [0, 0, 128, 144]
+
+    @pytest.mark.parametrize(
+        ("region", "error", "match"),
+        [
+            ("somewhere", ValueError, "region must be 'auto', 'full'"),
+            ((100, 100, 64, 64), ValueError, "inside"),
+            ((0, 0, 8, 8), ValueError, "twice"),
+        ],
+    )
+    def test_bad_region(self, frame, region, error, match):
+        with pytest.raises(error, match=match):
+            deblur(frame, 5, iterations=1, region=region)
+
+
+class TestWarmStart:
+    def test_second_run_starts_from_the_first(self, blurred_case):
+        blurred = blurred_case[0]
+        first = deblur(blurred, 7, method="self-msnet-s", iterations=20, region=(0, 0, 60, 64))
+        assert first.warm_start is not None
+        second = deblur(blurred, 7, method="self-msnet-s", iterations=5, warm_start=first, seed=3)
+        assert second.params["warm_started"] and second.params["region"] == [0, 0, 60, 64]
+        cold = deblur(blurred, 7, method="self-msnet-s", iterations=5, region=(0, 0, 60, 64), seed=3)
+        assert second.history[0] < cold.history[-1]
+
+    def test_refused_when_not_a_result_or_incompatible(self, blurred_case):
+        blurred = blurred_case[0]
+        with pytest.raises(TypeError, match="warm_start must be a DeblurResult"):
+            deblur(blurred, 7, iterations=1, warm_start={"network": {}})
+        first = deblur(blurred, 7, method="self-msnet-s", iterations=2)
+        with pytest.raises(ValueError, match="different image size, kernel size"):
+            deblur(blurred, 5, method="self-msnet-s", iterations=1, warm_start=first)
+
+    def test_cancelled_run_hands_nothing_on(self, blurred_case):
+        result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=50, callback=lambda p: True)
+        assert result.cancelled and result.warm_start is None

@@ -11,8 +11,10 @@ import torch
 
 from .core.config import SolverConfig, resolve_config
 from .core.devices import device_name, release_memory, resolve_device
+from .core.nonblind import deconvolve
 from .core.optimizer import optimize
-from .core.refine import nonblind_finish
+from .core.refine import polish_kernel
+from .core.regions import AUTO_REGION_SIZE, AUTO_REGION_THRESHOLD, Region, auto_region, check_region
 from .core.results import DeblurResult, Progress
 from .core.validation import (
     IntensityMap,
@@ -35,6 +37,8 @@ def deblur(
     device: str = "auto",
     seed: int = 0,
     callback: Callable[[Progress], Any] | None = None,
+    region: str | Region | tuple[int, int, int, int] = "auto",
+    warm_start: DeblurResult | None = None,
 ) -> DeblurResult:
     """Estimate the sharp image and the blur kernel from one blurred image.
 
@@ -49,10 +53,10 @@ def deblur(
         The multi-scale generator (scales 1/8, 1/4, 1/2, 1) or its single-scale ablation.
     iterations : int, optional
         Overrides the preset's number of iterations.
-    preset : {"fast", "quality"} or SolverConfig
+    preset : {"fast", "balanced", "quality"} or SolverConfig
         ``"quality"`` is the paper's configuration; ``"fast"`` a narrow network, a short run
-        and a sparse non-blind polish, about 2-3 minutes on 2 CPU cores for 255 x 255
-        (measured figures in ``docs/benchmarks.md``).
+        and a sparse non-blind polish; ``"balanced"`` in between (measured times and PSNR in
+        ``docs/benchmarks.md``).
     device : str
         ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
     seed : int
@@ -60,12 +64,26 @@ def deblur(
     callback : callable, optional
         Called with a :class:`Progress` every few iterations; returning ``True`` or setting
         ``progress.stop`` ends the run early with the estimate so far (``cancelled=True``).
+    region : "auto", "full" or (top, left, height, width)
+        Where the kernel is estimated. ``"full"``: the whole frame. A rectangle: only there
+        (it must hold strong edges and be at least twice the kernel size). ``"auto"``: the
+        whole frame when neither side exceeds 512 px, otherwise the 384 x 384 window richest
+        in strong edges. When the region is smaller than the frame, the full frame is then
+        deconvolved with the estimated kernel by the sparse non-blind solver (tiled when it
+        would not fit in memory), so the blind optimizer's cost depends on the region, not on
+        the frame.
+    warm_start : DeblurResult, optional
+        A previous result (typically the neighbouring plane of a stack) whose network, noise
+        inputs and kernels this run starts from; it then needs far fewer iterations. Needs
+        the same image size, kernel size, method and network settings; with
+        ``region="auto"`` the previous run's region is reused.
 
     Returns
     -------
     DeblurResult
         ``.image`` float32 (H, W[, 3]) in the input's units, ``.kernel`` float32 (kh, kw)
-        summing to 1, ``.history``, ``.params``, ``.device``, ``.elapsed_s``.
+        summing to 1, ``.history``, ``.params`` (with the ``region`` used), ``.device``,
+        ``.elapsed_s``, ``.warm_start`` (for a next run).
 
     Notes
     -----
@@ -89,11 +107,20 @@ def deblur(
         raise TypeError(f"seed must be an int, got {seed!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if warm_start is not None and not isinstance(warm_start, DeblurResult):
+        raise TypeError(f"warm_start must be a DeblurResult from a previous run, got {type(warm_start).__name__}")
+    if warm_start is not None and warm_start.warm_start is None:
+        raise ValueError("warm_start holds no network state (it was made without one); start from scratch")
+    if region == "auto" and warm_start is not None:
+        region = tuple(warm_start.params["region"])
+    window = _resolve_region(region, array, kernel_shape)
     run_device = resolve_device(device)
 
     intensity = IntensityMap.fit(array, config.headroom)
     unit = intensity.to_unit(array)
-    observation = torch.from_numpy(to_channels_first(unit))[None].to(run_device)
+    unit_window = unit[window.slices]
+    observation = torch.from_numpy(to_channels_first(unit_window))[None].to(run_device)
+    whole_frame = unit_window.shape[:2] == unit.shape[:2]
 
     def to_output(x: torch.Tensor) -> np.ndarray:
         return intensity.to_input_units(from_channels_first(x[0].detach().to("cpu", torch.float32).numpy()))
@@ -101,7 +128,13 @@ def deblur(
     start = time.perf_counter()
     cancelled = False
     state = None
-    run = optimize(observation, kernel_shape, config, seed=int(seed))
+    run = optimize(
+        observation,
+        kernel_shape,
+        config,
+        seed=int(seed),
+        warm_start=None if warm_start is None else warm_start.warm_start,
+    )
     try:
         for state in run:
             if callback is None or state.finished:
@@ -113,6 +146,7 @@ def deblur(
                 image=to_output(state.image),
                 kernel=state.kernel.detach().cpu().numpy().astype(np.float32),
                 elapsed_s=time.perf_counter() - start,
+                region=None if whole_frame else window.to_list(),
             )
             if callback(progress) is True or progress.stop:
                 cancelled = True
@@ -121,8 +155,10 @@ def deblur(
         kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
         kernel /= kernel.sum()
         if config.final == "nonblind":
-            image_unit, kernel = nonblind_finish(unit, kernel, config, run_device)
-            image_out = intensity.to_input_units(image_unit)
+            kernel = polish_kernel(unit_window, kernel, config, run_device)
+        if config.final == "nonblind" or not whole_frame:
+            # The generator only ever saw the region; the frame is finished with the kernel.
+            image_out = intensity.to_input_units(deconvolve(unit, kernel, method="sparse", device=run_device))
         else:
             image_out = to_output(state.image)
     finally:
@@ -141,6 +177,8 @@ def deblur(
         "intensity_scale": intensity.scale,
         "input_dtype": str(array.dtype),
         "input_shape": list(array.shape),
+        "region": window.to_list(),
+        "warm_started": warm_start is not None,
         "torch": torch.__version__,
     }
     return DeblurResult(
@@ -153,4 +191,17 @@ def deblur(
         cancelled=cancelled,
         iterations_run=state.iteration,
         extras={"recoveries": state.recoveries},
+        warm_start=None if cancelled else state.warm_start,
     )
+
+
+def _resolve_region(region: object, array: np.ndarray, kernel_shape: tuple[int, int]) -> Region:
+    """The window the blind optimizer runs on (see ``region`` in :func:`deblur`)."""
+    h, w = array.shape[:2]
+    if isinstance(region, str):
+        if region == "full" or (region == "auto" and max(h, w) <= AUTO_REGION_THRESHOLD):
+            return Region(0, 0, h, w)
+        if region == "auto":
+            return auto_region(array, AUTO_REGION_SIZE, kernel_shape)
+        raise ValueError(f"region must be 'auto', 'full' or (top, left, height, width), got {region!r}")
+    return check_region(region, (h, w), kernel_shape)

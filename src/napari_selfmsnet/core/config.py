@@ -45,6 +45,15 @@ class SolverConfig:
         full-scale kernel before the last deconvolution; ``headroom``: the deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
+    Speed (results do not depend on these beyond rounding, except ``kernel_every``)
+        ``kernel_every``: run the kernel step every this many iterations and reuse the kernels
+        in between (1: every iteration, as in the paper); ``amp``: mixed precision for the
+        generator's forward and backward pass (``"auto"``: bfloat16 on CUDA GPUs that support
+        it, else float16; off on CPU and MPS, where it is not faster); the kernel step and the
+        loss always run in float32; ``memory_format``: ``"channels_last"`` lays feature maps
+        out for the tensor cores (``"auto"``: on CUDA only); ``compile``: ``torch.compile``
+        the generator (pays off on long GPU runs; the first iterations then include
+        compilation).
     """
 
     scales: tuple[float, ...] = METHOD_SCALES["self-msnet"]
@@ -71,6 +80,10 @@ class SolverConfig:
     final: Literal["generator", "nonblind"] = "generator"
     refine_rounds: int = 0
     preview_every: int = 10
+    kernel_every: int = 1
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not self.scales or any(not (0 < s <= 1) for s in self.scales) or self.scales[-1] != 1:
@@ -80,13 +93,19 @@ class SolverConfig:
                 f"support_factors needs one value or one per scale ({len(self.scales)}), "
                 f"got {self.support_factors}"
             )
-        for name in ("width", "iterations", "input_channels", "skip_channels", "preview_every"):
+        for name in ("width", "iterations", "input_channels", "skip_channels", "preview_every", "kernel_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.loss not in ("ssim", "mse"):
             raise ValueError(f"loss must be 'ssim' or 'mse', got {self.loss!r}")
         if self.final not in ("generator", "nonblind"):
             raise ValueError(f"final must be 'generator' or 'nonblind', got {self.final!r}")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'auto', 'off', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.memory_format not in ("auto", "contiguous", "channels_last"):
+            raise ValueError(
+                f"memory_format must be 'auto', 'contiguous' or 'channels_last', got {self.memory_format!r}"
+            )
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
 

@@ -204,21 +204,25 @@ def _support_threshold(k: torch.Tensor, factor: float) -> torch.Tensor:
     """The first value above which sorted kernel values jump by more than max / (2 c sqrt(n))."""
     values, _ = torch.sort(k.reshape(-1))
     gap = values[-1] / (2 * factor * math.sqrt(values.numel()))
-    jumps = torch.nonzero(torch.diff(values) > gap)
-    if jumps.numel() == 0:
-        return values.new_zeros(())
-    return values[jumps[0, 0]]
+    jumps = torch.diff(values) > gap
+    # argmax finds the first jump without reading anything back to the host (no GPU sync).
+    first = values[torch.argmax(jumps.to(torch.uint8))]
+    return torch.where(jumps.any(), first, values.new_zeros(()))
+
+
+def _normalised_or_delta(k: torch.Tensor) -> torch.Tensor:
+    """``k / k.sum()``, or the delta kernel where that sum is not a positive finite number."""
+    total = k.sum()
+    valid = torch.isfinite(total) & (total > 0)
+    delta = delta_kernel(tuple(k.shape), device=k.device, dtype=k.dtype)
+    return torch.where(valid, k / torch.where(valid, total, torch.ones_like(total)), delta)
 
 
 def clean_kernel(k: torch.Tensor, *, support_factor: float, prune_fraction: float) -> torch.Tensor:
     """Non-negative, thresholded, dilated, pruned and normalised kernel (same shape)."""
     k = k.clamp_min(0)
     support = _dilate((k >= _support_threshold(k, support_factor)).to(k.dtype))
-    k = k * support
-    total = k.sum()
-    if not torch.isfinite(total) or total <= 0:
-        return delta_kernel(tuple(k.shape), device=k.device, dtype=k.dtype)
-    k = k / total
+    k = _normalised_or_delta(k * support)
     if prune_fraction > 0:
         # Connected components of a kernel-sized mask: the one host round-trip of the step.
         labels, count = ndimage.label(support.cpu().numpy() > 0, structure=np.ones((3, 3)))
@@ -227,11 +231,7 @@ def clean_kernel(k: torch.Tensor, *, support_factor: float, prune_fraction: floa
             weak = np.flatnonzero(mass < prune_fraction) + 1
             if weak.size:
                 keep = torch.from_numpy(~np.isin(labels, weak)).to(device=k.device, dtype=k.dtype)
-                k = k * keep
-                total = k.sum()
-                if total <= 0:
-                    return delta_kernel(tuple(k.shape), device=k.device, dtype=k.dtype)
-                k = k / total
+                k = _normalised_or_delta(k * keep)
     return k
 
 

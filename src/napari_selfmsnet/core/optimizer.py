@@ -21,7 +21,7 @@ from .kernel_step import delta_kernel, estimate_kernel
 from .losses import ssim, total_variation
 from .network import SelfMSNet, canvas_size, scale_level
 
-__all__ = ["OptimizerState", "optimize"]
+__all__ = ["OptimizerState", "WarmStart", "optimize"]
 
 # Iterations between in-memory checkpoints the divergence guard can roll back to.
 _CHECKPOINT_EVERY = 50
@@ -30,11 +30,28 @@ _MAX_RECOVERIES = 5
 
 
 @dataclass
+class WarmStart:
+    """What a finished run hands to the next one (the next plane of a stack).
+
+    The generator's weights, its noise inputs and the per-scale kernels, on the CPU. A run
+    started from it begins where the previous one ended, so on a plane that resembles the
+    previous one it needs far fewer iterations (see ``docs/benchmarks.md``).
+    """
+
+    network: dict[str, torch.Tensor]
+    inputs: list[torch.Tensor]
+    kernels: list[torch.Tensor]
+    #: Everything the network's and the inputs' shapes depend on; must match to be reused.
+    signature: tuple
+
+
+@dataclass
 class OptimizerState:
     """A snapshot of the run. Tensors are detached; ``image`` is the full-scale estimate.
 
     Shape: ``image`` ``(1, C, H, W)`` in the normalised units of the observation;
     ``kernel`` ``(kh, kw)``; ``history`` one loss per iteration run so far.
+    ``warm_start`` is set on the final state only.
     """
 
     iteration: int
@@ -45,6 +62,7 @@ class OptimizerState:
     history: list[float]
     recoveries: int = 0
     finished: bool = False
+    warm_start: WarmStart | None = None
 
 
 def _noise_inputs(
@@ -65,12 +83,41 @@ def _lr_at(config: SolverConfig, iteration: int) -> float:
     return config.lr * 0.5**drops
 
 
+def _autocast_dtype(config: SolverConfig, device: torch.device) -> torch.dtype | None:
+    """The reduced precision of the generator pass, or None for float32."""
+    if config.amp == "off" or (config.amp == "auto" and device.type != "cuda"):
+        return None
+    if config.amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if config.amp == "bf16" else torch.float16
+
+
+def _memory_format(config: SolverConfig, device: torch.device) -> torch.memory_format:
+    if config.memory_format == "channels_last" or (config.memory_format == "auto" and device.type == "cuda"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _signature(config: SolverConfig, channels: int, shape: tuple[int, int], kernel_shape: tuple[int, int]) -> tuple:
+    return (
+        config.scales,
+        config.width,
+        config.skip_channels,
+        config.input_channels,
+        config.nonlocal_levels,
+        channels,
+        tuple(shape),
+        tuple(kernel_shape),
+    )
+
+
 def optimize(
     observation: torch.Tensor,
     kernel_shape: tuple[int, int],
     config: SolverConfig,
     *,
     seed: int = 0,
+    warm_start: WarmStart | None = None,
 ) -> Iterator[OptimizerState]:
     """Fit Self-MSNet to one observation, alternating with the closed-form kernel step.
 
@@ -85,19 +132,39 @@ def optimize(
         The solver's settings.
     seed : int
         Seeds the network's initial weights and every noise draw (deterministic on CPU).
+    warm_start : WarmStart, optional
+        Start from a previous run's network, noise inputs and kernels instead of from scratch
+        (the previous run must have had the same image and kernel size and network settings).
+        Such a run uses the MSE loss and the edge mask from its first iteration.
 
     Yields
     ------
     OptimizerState
         Every ``config.preview_every`` iterations, and a final one with ``finished=True``.
+
+    Notes
+    -----
+    The loss stays on the device and is read back once every ``config.preview_every``
+    iterations, so a GPU run is not stalled by a host synchronisation per iteration; the
+    divergence guard checks those losses and, on a non-finite one, rolls the network, the
+    optimizer and the kernels back to the last checkpoint and goes on with half the step.
     """
     device = observation.device
     _, channels, h, w = observation.shape
+    signature = _signature(config, channels, (h, w), kernel_shape)
+    if warm_start is not None and warm_start.signature != signature:
+        raise ValueError(
+            "warm_start comes from a run with a different image size, kernel size, channel count or "
+            f"network settings ({warm_start.signature} vs {signature}); start this run from scratch"
+        )
     geometry = scale_geometry((h, w), kernel_shape, config.scales)
     padded = [g.padded for g in geometry]
     depth = 5
     canvas = canvas_size(padded, config.scales, depth)
     targets = [downsample(observation, g.image) for g in geometry]
+    fresh = warm_start is None
+    memory_format = _memory_format(config, device)
+    autocast_dtype = _autocast_dtype(config, device)
 
     generator = torch.Generator(device=device).manual_seed(seed)
     # Weight initialisation uses the global RNG; fork it so the caller's RNG state is untouched.
@@ -111,80 +178,147 @@ def optimize(
             input_channels=config.input_channels,
             depth=depth,
             nonlocal_levels=config.nonlocal_levels,
-        ).to(device)
-    inputs = _noise_inputs(geometry, canvas, config.input_channels, generator, device)
+        )
+    if warm_start is not None:
+        net.load_state_dict(warm_start.network)
+        inputs = [z.to(device) for z in warm_start.inputs]
+        kernels = [k.to(device) for k in warm_start.kernels]
+    else:
+        inputs = _noise_inputs(geometry, canvas, config.input_channels, generator, device)
+        kernels = [delta_kernel(g.kernel, device=device) for g in geometry]
+    net = net.to(device=device, memory_format=memory_format)
+    inputs = [z.contiguous(memory_format=memory_format) for z in inputs]
+    model = torch.compile(net) if config.compile else net
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    # float16 needs loss scaling against underflowing gradients; bfloat16 and float32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
-    kernels = [delta_kernel(g.kernel, device=device) for g in geometry]
     history: list[float] = []
-    checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()), list(kernels))
+    pending: list[torch.Tensor] = []
+    checkpoint = _Checkpoint.take(net, optimizer, kernels, 0)
     lr_scale = 1.0
     recoveries = 0
-    best_image = center_crop(torch.full_like(observation, 0.5), kernel_shape)
-    last_good = (best_image, kernels[-1])
+    first_image = center_crop(torch.full_like(observation, 0.5), kernel_shape)
+    last_good = (first_image, kernels[-1])
+    latest = last_good
 
-    iteration = 0
-    while iteration < config.iterations:
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(config, iteration) * lr_scale
-        use_ssim = config.loss == "ssim" and iteration < config.ssim_fraction * config.iterations
-        percentile = None if iteration < config.mask_warmup else config.edge_percentile_at(iteration)
+    benchmark_before = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        # The shapes never change during a run, so cuDNN's autotuning pays for itself.
+        torch.backends.cudnn.benchmark = True
+    try:
+        iteration = 0
+        while iteration < config.iterations:
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(config, iteration) * lr_scale
+            # The SSIM phase and the unmasked first kernel steps only help a run find its
+            # footing from scratch; a warm start already stands on the previous run's.
+            use_ssim = fresh and config.loss == "ssim" and iteration < config.ssim_fraction * config.iterations
+            warming = fresh and iteration < config.mask_warmup
+            percentile = None if warming else config.edge_percentile_at(iteration)
+            solve = iteration % config.kernel_every == 0
 
-        optimizer.zero_grad(set_to_none=True)
-        perturbed = [z + config.noise_std * torch.randn(z.shape, generator=generator, device=device) for z in inputs]
-        outputs = net(perturbed, padded)
-        loss = observation.new_zeros(())
-        new_kernels = []
-        for index, (x, y, g) in enumerate(zip(outputs, targets, geometry)):
-            k = estimate_kernel(
-                center_crop(x, g.kernel),
-                y,
-                g.kernel,
-                lam=config.kernel_lambda,
-                gamma=config.centroid_weight,
-                support_factor=config.support_factor(index),
-                prune_fraction=config.prune_fraction,
-                edge_percentile=percentile,
-            )
-            if not torch.isfinite(k).all():
+            optimizer.zero_grad(set_to_none=True)
+            perturbed = [
+                z + config.noise_std * torch.randn(z.shape, generator=generator, device=device) for z in inputs
+            ]
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                outputs = model(perturbed, padded)
+            outputs = [x.float() for x in outputs]
+            loss = observation.new_zeros(())
+            new_kernels = []
+            for index, (x, y, g) in enumerate(zip(outputs, targets, geometry)):
                 k = kernels[index]
-            new_kernels.append(k)
-            blurred = valid_convolve(x, k)
-            data = 1 - ssim(blurred, y) if use_ssim else torch.mean((blurred - y) ** 2)
-            loss = loss + data
-            if config.tv_weight > 0:
-                loss = loss + config.tv_weight * total_variation(center_crop(x, g.kernel))
-        value = float(loss.detach())
+                if solve:
+                    estimate = estimate_kernel(
+                        center_crop(x, g.kernel),
+                        y,
+                        g.kernel,
+                        lam=config.kernel_lambda,
+                        gamma=config.centroid_weight,
+                        support_factor=config.support_factor(index),
+                        prune_fraction=config.prune_fraction,
+                        edge_percentile=percentile,
+                    )
+                    k = torch.where(torch.isfinite(estimate).all(), estimate, k)
+                new_kernels.append(k)
+                blurred = valid_convolve(x, k)
+                data = 1 - ssim(blurred, y) if use_ssim else torch.mean((blurred - y) ** 2)
+                loss = loss + data
+                if config.tv_weight > 0:
+                    loss = loss + config.tv_weight * total_variation(center_crop(x, g.kernel))
 
-        if not math.isfinite(value):
-            # Divergence guard: roll back to the last checkpoint with a smaller step.
-            recoveries += 1
-            if recoveries > _MAX_RECOVERIES:
-                break
-            net.load_state_dict(checkpoint[0])
-            optimizer.load_state_dict(checkpoint[1])
-            kernels = list(checkpoint[2])
-            lr_scale *= 0.5
-            continue
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            kernels = new_kernels
+            pending.append(loss.detach())
+            latest = (center_crop(outputs[-1].detach(), kernel_shape), kernels[-1])
+            iteration += 1
 
-        loss.backward()
-        optimizer.step()
-        kernels = new_kernels
-        history.append(value)
-        iteration += 1
-        last_good = (center_crop(outputs[-1].detach(), kernel_shape), kernels[-1])
-        if iteration % _CHECKPOINT_EVERY == 0:
-            checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()), list(kernels))
-        if iteration % config.preview_every == 0 and iteration < config.iterations:
-            yield OptimizerState(iteration, config.iterations, value, last_good[0], last_good[1], history, recoveries)
+            if iteration % config.preview_every and iteration < config.iterations:
+                continue
+            # One host read-back for the whole window of losses.
+            values = torch.stack(pending).tolist()
+            pending = []
+            if not all(math.isfinite(v) for v in values):
+                # Divergence guard: roll back to the last checkpoint with a smaller step.
+                recoveries += 1
+                if recoveries > _MAX_RECOVERIES:
+                    break
+                checkpoint.restore(net, optimizer)
+                kernels = list(checkpoint.kernels)
+                iteration = checkpoint.iteration
+                del history[iteration:]
+                lr_scale *= 0.5
+                continue
+            history.extend(values)
+            last_good = latest
+            if iteration % _CHECKPOINT_EVERY < config.preview_every:
+                checkpoint = _Checkpoint.take(net, optimizer, kernels, iteration)
+            if iteration < config.iterations:
+                yield OptimizerState(
+                    iteration, config.iterations, history[-1], last_good[0], last_good[1], history, recoveries
+                )
 
-    yield OptimizerState(
-        iteration,
-        config.iterations,
-        history[-1] if history else float("nan"),
-        last_good[0],
-        last_good[1],
-        history,
-        recoveries,
-        finished=True,
-    )
+        if recoveries > _MAX_RECOVERIES:
+            # Gave up: what is handed on must be the last good state, not the diverged one.
+            checkpoint.restore(net, optimizer)
+            kernels = list(checkpoint.kernels)
+        warm = WarmStart(
+            network={name: t.detach().to("cpu", copy=True) for name, t in net.state_dict().items()},
+            inputs=[z.detach().to("cpu", copy=True) for z in inputs],
+            kernels=[k.detach().to("cpu", copy=True) for k in kernels],
+            signature=signature,
+        )
+        yield OptimizerState(
+            len(history),
+            config.iterations,
+            history[-1] if history else float("nan"),
+            last_good[0],
+            last_good[1],
+            history,
+            recoveries,
+            finished=True,
+            warm_start=warm,
+        )
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_before
+
+
+@dataclass
+class _Checkpoint:
+    """An in-memory copy of the run the divergence guard can roll back to."""
+
+    network: dict
+    optimizer: dict
+    kernels: list[torch.Tensor]
+    iteration: int
+
+    @classmethod
+    def take(cls, net: torch.nn.Module, optimizer: torch.optim.Optimizer, kernels: list[torch.Tensor], iteration: int):
+        return cls(copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()), list(kernels), iteration)
+
+    def restore(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        net.load_state_dict(self.network)
+        optimizer.load_state_dict(self.optimizer)

@@ -17,7 +17,7 @@ from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
 from .validation import to_channels_first
 
-__all__ = ["nonblind_finish", "center_kernel"]
+__all__ = ["polish_kernel", "center_kernel"]
 
 
 def center_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -46,13 +46,14 @@ def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(to_channels_first(image.astype(np.float32, copy=False)))[None].to(device)
 
 
-def nonblind_finish(
+def polish_kernel(
     observation: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deconvolve ``observation`` with ``kernel``, after ``config.refine_rounds`` polish rounds.
+) -> np.ndarray:
+    """``config.refine_rounds`` rounds of (sparse deconvolution, kernel step) on ``observation``.
 
     Shape: ``observation`` ``(H, W)`` or ``(H, W, 3)`` in normalised units; ``kernel``
-    ``(kh, kw)``. Returns the image (same shape, float32) and the kernel (sums to 1).
+    ``(kh, kw)``. Returns the polished kernel, centred by :func:`center_kernel`, summing to 1
+    (with ``refine_rounds=0`` just the centred input kernel).
     """
     y = _as_batch(observation, device)
     percentile = config.final_edge_percentile
@@ -72,5 +73,4 @@ def nonblind_finish(
         if not torch.isfinite(k).all():
             break
         kernel = center_kernel(k.cpu().numpy().astype(np.float32))
-    image = deconvolve(observation, kernel, method="sparse", device=device)
-    return image.astype(np.float32), kernel / kernel.sum()
+    return (kernel / kernel.sum()).astype(np.float32)

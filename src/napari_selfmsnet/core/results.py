@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # the records themselves need no torch
+    from .optimizer import WarmStart
 
 __all__ = ["Progress", "DeblurResult"]
 
@@ -17,7 +20,9 @@ class Progress:
     ``image`` and ``kernel`` are NumPy previews of the current estimate at full resolution
     (``image`` in the input's intensity units, ``(H, W)`` or ``(H, W, 3)``); set
     ``stop = True`` (or return ``True`` from the callback) to ask the run to end early, and
-    ``deblur`` then returns the best estimate so far, marked ``cancelled``.
+    ``deblur`` then returns the best estimate so far, marked ``cancelled``. When the kernel is
+    estimated on a region of the frame, ``image`` covers that region only and ``region`` is
+    its ``[top, left, height, width]`` (None when it is the whole frame).
     """
 
     iteration: int
@@ -30,6 +35,7 @@ class Progress:
     #: For stacks: the plane being processed (0-based) and how many there are.
     plane: int | None = None
     planes: int | None = None
+    region: list[int] | None = None
 
 
 @dataclass
@@ -54,6 +60,9 @@ class DeblurResult:
         Wall time of the run in seconds.
     cancelled : bool
         True when a callback asked the run to stop before its last iteration.
+    warm_start : WarmStart or None
+        The finished run's network, noise inputs and kernels, for ``deblur(...,
+        warm_start=result)`` on a similar image (None for a cancelled run).
     """
 
     image: np.ndarray
@@ -65,6 +74,7 @@ class DeblurResult:
     cancelled: bool = False
     iterations_run: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    warm_start: WarmStart | None = field(default=None, repr=False)
 
     @property
     def final_loss(self) -> float:

@@ -1,0 +1,129 @@
+"""The alternating optimizer's machinery: divergence guard, warm starts and the speed switches."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_selfmsnet.core import optimizer as optimizer_module
+from napari_selfmsnet.core.config import PRESETS, SolverConfig, resolve_config
+from napari_selfmsnet.core.convolution import valid_convolve
+from napari_selfmsnet.core.optimizer import optimize
+from napari_selfmsnet.core.synth import motion_kernel
+
+KERNEL = (7, 7)
+
+
+@pytest.fixture(scope="module")
+def observation() -> torch.Tensor:
+    rng = np.random.default_rng(3)
+    sharp = np.kron(rng.random((10, 10)), np.ones((5, 5)))[:54, :54]
+    blurred = valid_convolve(torch.from_numpy(sharp)[None, None], torch.from_numpy(motion_kernel(7, rng=2)))
+    return blurred.float().clamp(0, 1)
+
+
+def _config(**changes) -> SolverConfig:
+    base = replace(PRESETS["fast"], width=8, preview_every=5, final="generator", refine_rounds=0)
+    return replace(resolve_config(base, "self-msnet-s", 20), **changes)
+
+
+def _final(run):
+    state = None
+    for state in run:
+        pass
+    return state
+
+
+def test_divergence_guard_rolls_back_and_finishes_finite(observation, monkeypatch):
+    calls = {"n": 0}
+    real = optimizer_module.valid_convolve
+
+    def poisoned(x, k):
+        calls["n"] += 1
+        out = real(x, k)
+        # One non-finite loss on the 12th forward pass: the window 11-15 must be rolled back.
+        return out * float("nan") if calls["n"] == 12 else out
+
+    monkeypatch.setattr(optimizer_module, "valid_convolve", poisoned)
+    monkeypatch.setattr(optimizer_module, "_CHECKPOINT_EVERY", 10)
+    state = _final(optimize(observation, KERNEL, _config(), seed=0))
+    assert state.recoveries == 1
+    assert state.iteration == 20 and len(state.history) == 20
+    assert np.all(np.isfinite(state.history))
+    assert torch.isfinite(state.image).all() and torch.isfinite(state.kernel).all()
+    # Rolled back to iteration 10 and redone: 20 + 5 forward passes in all.
+    assert calls["n"] == 25
+
+
+def test_loss_is_read_back_once_per_window(observation):
+    states = list(optimize(observation, KERNEL, _config(), seed=0))
+    assert [s.iteration for s in states] == [5, 10, 15, 20]
+    assert states[-1].finished and states[-1].warm_start is not None
+
+
+def test_kernel_every_skips_kernel_steps(observation, monkeypatch):
+    calls = {"n": 0}
+    real = optimizer_module.estimate_kernel
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optimizer_module, "estimate_kernel", counting)
+    state = _final(optimize(observation, KERNEL, _config(kernel_every=4), seed=0))
+    assert calls["n"] == 5  # iterations 0, 4, 8, 12, 16
+    assert state.kernel.sum().item() == pytest.approx(1, abs=1e-5)
+
+
+def test_warm_start_continues_where_the_previous_run_ended(observation):
+    config = _config()
+    first = _final(optimize(observation, KERNEL, config, seed=0))
+    warm = _final(optimize(observation, KERNEL, replace(config, iterations=5), seed=1, warm_start=first.warm_start))
+    cold = _final(optimize(observation, KERNEL, replace(config, iterations=5), seed=1))
+    # A warm start begins near the previous run's final loss, far below a cold start.
+    assert warm.history[0] < 0.5 * cold.history[0]
+    assert warm.history[0] < 2 * first.history[-1]
+
+
+def test_warm_start_from_another_geometry_is_refused(observation):
+    first = _final(optimize(observation, KERNEL, _config(iterations=5), seed=0))
+    with pytest.raises(ValueError, match="different image size, kernel size"):
+        next(optimize(observation, (5, 5), _config(iterations=5), warm_start=first.warm_start))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"amp": "bf16"}, {"memory_format": "channels_last"}],
+    ids=["bf16-autocast", "channels-last"],
+)
+def test_speed_switches_keep_the_result(observation, changes):
+    reference = _final(optimize(observation, KERNEL, _config(), seed=0))
+    switched = _final(optimize(observation, KERNEL, _config(**changes), seed=0))
+    assert np.all(np.isfinite(switched.history))
+    assert switched.image.dtype == torch.float32
+    # Same seed, same first forward pass up to rounding (bfloat16 keeps ~3 significant
+    # digits); later iterations drift apart as any two float orderings do in a non-convex fit.
+    tolerance = 2e-2 if "amp" in changes else 1e-5
+    assert switched.history[0] == pytest.approx(reference.history[0], rel=tolerance)
+    assert switched.history[-1] < 0.2 * switched.history[0]
+
+
+def test_auto_switches_are_off_on_cpu():
+    config = SolverConfig()
+    cpu = torch.device("cpu")
+    assert optimizer_module._autocast_dtype(config, cpu) is None
+    assert optimizer_module._memory_format(config, cpu) == torch.contiguous_format
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"amp": "fp8"}, "amp must be"),
+        ({"memory_format": "nhwc"}, "memory_format must be"),
+        ({"kernel_every": 0}, "kernel_every must be >= 1"),
+    ],
+)
+def test_bad_speed_settings_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SolverConfig(**changes)

@@ -241,14 +241,34 @@ class TestDeblurStackEngine:
         np.testing.assert_allclose(result.kernels.sum(axis=(1, 2)), 1.0, atol=1e-4)
         assert len(result.params["plane_params"]) == 2 and result.kernel is None
 
-    def test_per_plane_equals_single_runs(self):
+    def test_per_plane_without_warm_start_equals_single_runs(self):
         from napari_selfmsnet import deblur
 
         stack = _blurred_stack(2)
-        result = deblur_stack(stack, KSIZE, mode="per-plane", **TINY)
+        result = deblur_stack(stack, KSIZE, mode="per-plane", warm_start=False, **TINY)
         single = deblur(stack[1], KSIZE, **TINY)
         np.testing.assert_array_equal(result.image[1], single.image)
         np.testing.assert_array_equal(result.kernels[1], single.kernel)
+        assert not result.params["plane_params"][1]["warm_started"]
+
+    def test_per_plane_warm_starts_each_plane_from_the_previous(self):
+        from napari_selfmsnet import deblur
+
+        stack = _blurred_stack(3)
+        kwargs = {**TINY, "iterations": 8}
+        result = deblur_stack(stack, KSIZE, mode="per-plane", **kwargs)
+        # Default: a quarter of the cold run's iterations for every plane after the first.
+        assert [len(h) for h in result.histories] == [8, 2, 2]
+        assert [p["warm_started"] for p in result.params["plane_params"]] == [False, True, True]
+        first = deblur(stack[0], KSIZE, **kwargs)
+        second = deblur(stack[1], KSIZE, warm_start=first, **{**kwargs, "iterations": 2})
+        np.testing.assert_array_equal(result.image[1], second.image)
+        explicit = deblur_stack(stack[:2], KSIZE, mode="per-plane", warm_iterations=3, **kwargs)
+        assert [len(h) for h in explicit.histories] == [8, 3]
+
+    def test_bad_warm_iterations(self):
+        with pytest.raises(ValueError, match="warm_iterations must be a positive integer, got 0"):
+            deblur_stack(_blurred_stack(2), KSIZE, mode="per-plane", warm_iterations=0)
 
     def test_writes_into_out(self):
         out = np.full((2, 40, 40), np.nan, dtype=np.float32)

@@ -68,6 +68,40 @@ class TestArguments:
             main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5", "--axes", "ZZX"])
         assert "axes must be distinct letters including Y and X" in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [("auto", "auto"), ("FULL", "full"), ("0,8,32,24", (0, 8, 32, 24)), (" 1, 2,30,40", (1, 2, 30, 40))],
+    )
+    def test_region(self, text, expected):
+        args = build_parser().parse_args(
+            ["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5", "--region", text]
+        )
+        assert args.region == expected
+
+    @pytest.mark.parametrize(
+        ("text", "why"),
+        [
+            ("middle", "got 'middle'"),
+            ("1,2,3", "got 3 number"),
+            ("1,2,3,4,5", "got 5 number"),
+            ("a,b,c,d", "got 'a,b,c,d'"),
+            ("-1,0,10,10", "TOP and LEFT must be >= 0"),
+            ("0,0,0,10", "HEIGHT and WIDTH >= 1"),
+        ],
+    )
+    def test_bad_region(self, capsys, text, why):
+        with pytest.raises(SystemExit, match="2"):
+            # "--region=" form: argparse takes a separate "-1,..." for an option.
+            main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5", f"--region={text}"])
+        err = capsys.readouterr().err
+        assert "--region" in err and "region must be auto, full or TOP,LEFT,HEIGHT,WIDTH" in err and why in err
+
+    @pytest.mark.parametrize("text", ["0", "-2", "two"])
+    def test_bad_warm_iterations(self, capsys, text):
+        with pytest.raises(SystemExit, match="2"):
+            main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5", "--warm-iterations", text])
+        assert "--warm-iterations: expected a positive integer" in capsys.readouterr().err
+
     def test_unknown_device(self, capsys):
         with pytest.raises(SystemExit, match="2"):
             main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "5", "--device", "tpu"])
@@ -83,6 +117,7 @@ class TestArguments:
             None,
             False,
         )
+        assert (args.region, args.warm_start, args.warm_iterations) == ("auto", True, None)
         assert build_parser().parse_args(["demo"]).output_dir.name == "selfmsnet-demo"
 
 
@@ -161,6 +196,41 @@ class TestDeblurCommand:
         np.testing.assert_allclose(kernels.sum(axis=(-1, -2)), 1.0, atol=1e-4)
         report = json.loads((tmp_path / "o" / "tz.json").read_text())
         assert report["mode"] == "per-plane" and len(report["params"]["plane_params"]) == 4
+
+    def test_region_is_used_and_recorded(self, files, tmp_path):
+        out = tmp_path / "out"
+        assert main(["deblur", str(files / "grey.png"), "--output-dir", str(out), "--region", "4,6,32,30", *FAST]) == 0
+        # The kernel comes from the region; the whole frame is deblurred with it.
+        assert tifffile.imread(out / "grey_deblurred.tif").shape == (40, 40)
+        report = json.loads((out / "grey.json").read_text())
+        assert report["params"]["region"] == [4, 6, 32, 30]
+        assert report["options"]["region"] == [4, 6, 32, 30]
+
+    def test_region_outside_a_file_fails_that_file(self, files, tmp_path, capsys):
+        out = tmp_path / "out"
+        status = main(["deblur", str(files / "grey.png"), "--output-dir", str(out), "--region", "30,30,20,20", *FAST])
+        assert status == 1
+        assert "does not lie inside the 40x40 image" in capsys.readouterr().err
+        assert not list(out.glob("grey*"))
+
+    @pytest.mark.parametrize(
+        ("flags", "iterations", "warm"),
+        [
+            (["--warm-iterations", "2"], [3, 2, 2], [False, True, True]),
+            (["--no-warm-start", "--warm-iterations", "2"], [3, 3, 3], [False, False, False]),
+        ],
+        ids=["warm", "cold"],
+    )
+    def test_per_plane_warm_start(self, files, tmp_path, flags, iterations, warm):
+        out = tmp_path / "out"
+        args = ["deblur", str(files / "stack.tif"), "--output-dir", str(out), "--stack-mode", "per-plane", *flags]
+        assert main([*args, *FAST]) == 0
+        report = json.loads((out / "stack.json").read_text())
+        planes = report["params"]["plane_params"]
+        assert [plane["config"]["iterations"] for plane in planes] == iterations
+        assert [plane["warm_started"] for plane in planes] == warm
+        assert report["params"]["warm_start"] is warm[-1]
+        assert report["options"]["warm_iterations"] == 2
 
     def test_current_plane_and_axes_override(self, tmp_path, rng):
         path = tmp_path / "t.tif"

@@ -80,7 +80,8 @@ def test_cluster_matches_serial(cluster, four_files, tmp_path, mode):
     import torch
 
     _, client = cluster
-    options = RunOptions(**{**OPTIONS.__dict__, "stack_mode": mode})
+    # Dask runs every plane as its own task, so the serial run must not warm-start planes.
+    options = RunOptions(**{**OPTIONS.__dict__, "stack_mode": mode, "warm_start": False})
     files = sorted(four_files.iterdir())
     serial_jobs, _, _ = plan_jobs(files, tmp_path / "serial", options, overwrite=False)
     dask_jobs, _, _ = plan_jobs(files, tmp_path / "dask", options, overwrite=False)

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_selfmsnet._layers import PlaneStack, describe_layer  # noqa: E402
+from napari_selfmsnet._layers import PlaneStack, describe_layer, shapes_region  # noqa: E402
 
 PLUGIN = "napari-selfmsnet"
 WIDGET = "Blind deblur (Self-MSNet)"
@@ -280,6 +280,9 @@ def test_stack_modes(viewer_widget, qtbot, rng, mode):
         assert kernel.data.shape == (3, 5, 5)
         np.testing.assert_allclose(kernel.data.sum(axis=(1, 2)), 1.0, atol=1e-5)
         np.testing.assert_allclose(kernel.scale, (2.0, 0.5, 0.25))
+        # Planes after the first start from the one before (the checkbox's default).
+        assert result.metadata["warm_start"] is True
+        assert [p["warm_started"] for p in result.metadata["params"]["plane_params"]] == [False, True, True]
     else:
         assert np.isclose(kernel.data.sum(), 1.0, atol=1e-5)
     assert result.metadata["mode"] == mode
@@ -411,3 +414,188 @@ def test_gui_stays_responsive_and_closing_the_viewer_stops_the_run(make_napari_v
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         viewer.close()
     assert time.monotonic() - closed_at < 10
+
+
+# -- regions and warm starts ----------------------------------------------------------------
+
+
+def _labels(combo) -> list[str]:
+    """The texts the user sees in a magicgui ComboBox."""
+    return [combo.native.itemText(i) for i in range(combo.native.count())]
+
+
+def _rectangle(top: float, left: float, bottom: float, right: float, *lead: float) -> np.ndarray:
+    return np.array([[*lead, y, x] for y, x in ((top, left), (top, right), (bottom, right), (bottom, left))])
+
+
+@pytest.mark.parametrize(
+    ("image_kwargs", "shapes_kwargs", "rectangle", "expected"),
+    [
+        # World y 8..20 and x 8..14 on an image at scale (0.5, 0.25), translate (3, 4): rows
+        # (8 - 3) / 0.5 = 10 .. 34, columns (8 - 4) / 0.25 = 16 .. 40.
+        ({"scale": (0.5, 0.25), "translate": (3.0, 4.0)}, {}, _rectangle(8, 8, 20, 14), (10, 16, 24, 24)),
+        # The Shapes layer has its own transform: data (2.5, 4) .. (8.5, 7) is world (8, 8) .. (20, 14).
+        (
+            {"scale": (0.5, 0.25), "translate": (3.0, 4.0)},
+            {"scale": (2.0, 2.0), "translate": (3.0, 0.0)},
+            _rectangle(2.5, 4, 8.5, 7),
+            (10, 16, 24, 24),
+        ),
+        # A stack, and a rectangle drawn on plane 2 of a 3-D Shapes layer: only Y and X count.
+        (
+            {"scale": (2.0, 0.5, 0.25), "translate": (1.0, 3.0, 4.0)},
+            {"scale": (2.0, 1.0, 1.0), "translate": (1.0, 0.0, 0.0)},
+            _rectangle(8, 8, 20, 14, 2),
+            (10, 16, 24, 24),
+        ),
+        # Edges round to the nearest pixel boundary; the part outside the image is clipped.
+        ({}, {}, _rectangle(-5.2, 30.3, 12.4, 60.0), (0, 30, 12, 18)),
+    ],
+    ids=["scaled-image", "scaled-shapes", "stack", "clipped"],
+)
+def test_shapes_region_maps_through_world_coordinates(image_kwargs, shapes_kwargs, rectangle, expected):
+    from napari.layers import Image, Shapes
+
+    ndim = len(image_kwargs.get("scale", (1, 1)))
+    image = Image(np.zeros((3,) * (ndim - 2) + (48, 48), dtype=np.float32), **image_kwargs)
+    shapes = Shapes([rectangle], shape_type="rectangle", **shapes_kwargs)
+    region = shapes_region(shapes, image, (48, 48))
+    assert region == expected
+    assert all(type(v) is int for v in region)
+
+
+def test_shapes_region_refuses_empty_layer_and_shape_off_the_image():
+    from napari.layers import Image, Shapes
+
+    image = Image(np.zeros((48, 48), dtype=np.float32), translate=(100.0, 0.0))
+    with pytest.raises(ValueError, match=r"Shapes layer 'roi' holds no shape: draw a rectangle"):
+        shapes_region(Shapes(name="roi"), image, (48, 48))
+    with pytest.raises(ValueError, match=r"first shape of Shapes layer 'roi' does not overlap the 48x48 image"):
+        shapes_region(Shapes([_rectangle(0, 0, 20, 20)], shape_type="rectangle", name="roi"), image, (48, 48))
+
+
+def test_region_choices_follow_shapes_layers(viewer_widget, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (48, 48)), name="cells")
+    assert _labels(widget.region) == ["auto", "full frame"] and widget.region.value == "auto"
+    roi = viewer.add_shapes(_rectangle(4, 4, 40, 40), shape_type="rectangle", name="roi")
+    viewer.add_labels(np.zeros((48, 48), dtype=np.int32), name="labels")
+    assert _labels(widget.region) == ["auto", "full frame", "roi"]
+    widget.region.value = roi
+    roi.name = "cell outline"
+    assert _labels(widget.region) == ["auto", "full frame", "cell outline"]
+    assert widget.region.value is roi
+    viewer.layers["cells"].name = "nuclei"  # the image control keeps its choice too
+    assert widget.image_layer.value is viewer.layers["nuclei"]
+    viewer.layers.remove(roi)
+    assert _labels(widget.region) == ["auto", "full frame"] and widget.region.value == "auto"
+
+
+@pytest.mark.parametrize(
+    ("shape", "method", "expected"),
+    [
+        (None, "self-msnet-s", r"Shapes layer 'roi' holds no shape: draw a rectangle"),
+        (_rectangle(10, 10, 18, 30), "self-msnet-s", r"Shapes layer 'roi': region 8x20 is too small for a 5x5 kernel"),
+        # Large enough for the kernel, too small for the multi-scale pyramid at 1/8.
+        (
+            _rectangle(10, 10, 30, 30),
+            "self-msnet",
+            r"Shapes layer 'roi': at scale 0.125 the image \(2x2\) is smaller .* \(region 20x20\)",
+        ),
+    ],
+    ids=["empty", "too-small", "too-small-for-the-pyramid"],
+)
+def test_unusable_shapes_region_is_an_error_notification(viewer_widget, rng, notifications, shape, method, expected):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (48, 48)), name="cells")
+    roi = viewer.add_shapes(None if shape is None else [shape], shape_type="rectangle", name="roi")
+    _configure(widget, kernel_size=5, method=method)
+    widget.region.value = roi
+    assert widget.run() is None
+    errors = _errors(notifications)
+    assert len(errors) == 1 and re.search(expected, errors[0]), errors
+    assert widget.status.value.startswith("error")
+    assert [layer.name for layer in viewer.layers] == ["cells", "roi"]
+
+
+def test_run_on_a_shapes_region_records_it_and_places_the_preview(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (48, 48)), name="cells", scale=(0.5, 0.25), translate=(3.0, 4.0))
+    viewer.add_shapes([_rectangle(8, 6, 24, 14)], shape_type="rectangle", name="roi")
+    viewer.layers.selection.active = viewer.layers["cells"]
+    _configure(widget, kernel_size=5, iterations=2)
+    widget.region.value = viewer.layers["roi"]
+    previews = []
+
+    def look_at_preview(event) -> None:
+        if event.value.name == "cells preview":
+            previews.append((event.value.data.shape, tuple(event.value.translate), tuple(event.value.scale)))
+
+    viewer.layers.events.inserted.connect(look_at_preview)
+    _run_to_end(qtbot, widget)
+
+    # World y 8..24, x 6..14 are rows 10..42 and columns 8..40. The preview covers that 32 x 32
+    # region, moved by its offset (10, 8) times the pixel size (0.5, 0.25).
+    assert previews and set(previews) == {((32, 32), (8.0, 6.0), (0.5, 0.25))}
+    result = viewer.layers["cells deblurred"]
+    assert result.data.shape == (48, 48)  # the whole frame, deconvolved with the region's kernel
+    np.testing.assert_allclose(result.translate, (3.0, 4.0))
+    for layer in (result, viewer.layers["cells kernel"]):
+        meta = layer.metadata
+        assert meta["region"] == [10, 8, 32, 32] and meta["region_layer"] == "roi"
+        assert meta["params"]["region"] == [10, 8, 32, 32]
+    assert "cells preview" not in viewer.layers
+
+
+def test_preview_is_replaced_when_its_region_changes(viewer_widget, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (2, 48, 48)), name="z", scale=(3.0, 0.5, 0.25), translate=(7.0, 3.0, 4.0))
+    job = widget.build_job()
+    widget._show_preview(job, np.zeros((24, 30), np.float32), [10, 16, 24, 30])
+    first = viewer.layers["z preview"]
+    np.testing.assert_allclose(first.translate, (8.0, 8.0))
+    np.testing.assert_allclose(first.scale, (0.5, 0.25))
+    # The whole plane next (a stack's planes deconvolved after the region's blind run).
+    widget._show_preview(job, np.ones((48, 48), np.float32), None)
+    whole = viewer.layers["z preview"]
+    assert whole is not first and whole.data.shape == (48, 48)
+    np.testing.assert_allclose(whole.translate, (3.0, 4.0))
+    # Same place and shape: the layer is reused, only its data changes.
+    widget._show_preview(job, np.full((48, 48), 2, np.float32), None)
+    assert viewer.layers["z preview"] is whole and whole.data.max() == 2
+    assert [layer.name for layer in viewer.layers].count("z preview") == 1
+
+
+def test_per_plane_without_warm_start(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (3, 40, 40)), name="z")
+    _configure(widget, kernel_size=5, iterations=4)
+    assert not _shown(widget.warm_start)
+    widget.stack_mode.value = "per-plane"
+    assert _shown(widget.warm_start) and widget.warm_start.value is True
+    # Warm planes run a quarter of the iterations, and the progress bar counts them so.
+    assert widget.build_job().total_steps == 4 + 1 + 1
+    widget.warm_start.value = False
+    assert widget.build_job().total_steps == 3 * 4
+    widget.iterations.value = 2
+    _run_to_end(qtbot, widget)
+    meta = viewer.layers["z deblurred"].metadata
+    assert meta["warm_start"] is False and meta["params"]["warm_start"] is False
+    assert [plane["warm_started"] for plane in meta["params"]["plane_params"]] == [False] * 3
+    assert [plane["config"]["iterations"] for plane in meta["params"]["plane_params"]] == [2] * 3
+    assert widget.progress_bar.value == widget.progress_bar.max == 6
+
+
+def test_progress_records_are_sparser_on_a_gpu(viewer_widget, rng, monkeypatch):
+    import torch
+
+    from napari_selfmsnet import _layers
+
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (40, 40)), name="cells")
+    _configure(widget)
+    job = widget.build_job()
+    assert job.engine_kwargs()["preset"].preview_every == 1
+    # Reading the loss back every iteration would synchronise a GPU every iteration.
+    monkeypatch.setattr(_layers, "resolve_device", lambda device: torch.device("cuda", 0))
+    assert job.engine_kwargs()["preset"].preview_every == 10

@@ -17,22 +17,31 @@ from typing import Any
 import numpy as np
 
 from .core.config import PRESETS
+from .core.devices import resolve_device
 from .core.results import Progress
+from .stack import warm_iteration_count
 
 __all__ = [
     "DeblurJob",
     "JobOutcome",
     "LayerSource",
     "PlaneStack",
-    "describe_layer",
     "deblurred_layer_kwargs",
+    "describe_layer",
     "kernel_layer_kwargs",
     "preview_layer_kwargs",
     "progress_step",
+    "shapes_region",
 ]
 
 #: Integer dtypes the engine does not take directly; planes are read as float64 instead.
 _WIDE_INTEGERS = (np.dtype(np.int64), np.dtype(np.uint64))
+
+#: Iterations between the engine's progress records on a GPU (the engine's own default). Each
+#: record reads the loss back to the host, which waits for the device's queued work, so a record
+#: every iteration would keep the GPU from running ahead; GPU iterations are short enough that
+#: Cancel (honoured at the next record) still acts promptly.
+_GPU_PREVIEW_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,61 @@ def describe_layer(layer: Any) -> LayerSource:
         colormap=colormap,
         multiscale=multiscale,
     )
+
+
+def shapes_region(shapes: Any, image: Any, spatial_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The rectangle of ``image``'s pixels under the first shape of a Shapes layer.
+
+    Parameters
+    ----------
+    shapes : napari.layers.Shapes
+        Any object with the Shapes layer's ``name``, ``data`` (a list of ``(N, D)`` vertex
+        arrays) and ``data_to_world``.
+    image : napari.layers.Image
+        Any object with ``world_to_data``: the layer the region is for.
+    spatial_shape : (int, int)
+        ``(H, W)`` of one plane of ``image`` (level 0 of a multiscale layer).
+
+    Returns
+    -------
+    (top, left, height, width) : tuple of int
+        The axis-aligned bounding box of the first shape in ``image``'s data coordinates (Y and
+        X only: the same rectangle serves every plane of a stack), each edge rounded to the
+        nearest pixel boundary and the box clipped to the image.
+
+    Raises
+    ------
+    ValueError
+        If the layer holds no shape, or the shape lies outside the image.
+
+    Notes
+    -----
+    Each vertex goes from ``shapes``' data coordinates to world coordinates and from there to
+    ``image``'s data coordinates, so both layers' scale, translate (and any other transform
+    napari composes) are honoured. Pixel ``i`` covers data coordinates ``i - 0.5`` to
+    ``i + 0.5``, so an edge at ``e`` rounds to the boundary before pixel ``floor(e + 0.5)``.
+    """
+    if len(shapes.data) == 0:
+        raise ValueError(
+            f"Shapes layer {shapes.name!r} holds no shape: draw a rectangle over the part of the image "
+            "to estimate the kernel on, or choose region 'auto' or 'full frame'"
+        )
+    vertices = np.asarray(shapes.data[0], dtype=float)
+    # world_to_data takes the trailing axes of a longer position and pads a shorter one, so
+    # only Y and X of the world position are handed over: a rectangle drawn on any plane of a
+    # stack (or in a 2-D Shapes layer over a 3-D image) maps the same way.
+    corners = np.array([image.world_to_data(np.asarray(shapes.data_to_world(v))[-2:])[-2:] for v in vertices])
+    h, w = spatial_shape
+    first = np.floor(corners.min(axis=0) + 0.5).astype(int)
+    last = np.floor(corners.max(axis=0) + 0.5).astype(int)
+    top, left = max(int(first[0]), 0), max(int(first[1]), 0)
+    bottom, right = min(int(last[0]), h), min(int(last[1]), w)
+    if bottom <= top or right <= left:
+        raise ValueError(
+            f"the first shape of Shapes layer {shapes.name!r} does not overlap the {h}x{w} image "
+            "(after converting its coordinates through the layers' scale and translate); draw it over the image"
+        )
+    return top, left, bottom - top, right - left
 
 
 class PlaneStack:
@@ -255,9 +319,17 @@ def kernel_layer_kwargs(
     return kwargs
 
 
-def preview_layer_kwargs(source: LayerSource) -> dict[str, Any]:
-    """Keyword arguments of ``viewer.add_image`` for the live preview of the current plane."""
+def preview_layer_kwargs(source: LayerSource, region: list[int] | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``viewer.add_image`` for the live preview of the current plane.
+
+    ``region`` is ``Progress.region``: ``[top, left, height, width]`` when the preview covers
+    only that part of the plane (None: the whole plane). The preview is then moved by the
+    region's offset, in the image's world units, so it lies over the pixels it shows.
+    """
     kwargs = _display_kwargs(source, keep_leading=False)
+    if region is not None:
+        offset = np.asarray(region[:2], dtype=float) * np.asarray(kwargs["scale"], dtype=float)
+        kwargs["translate"] = tuple(float(t) for t in np.asarray(kwargs["translate"], dtype=float) + offset)
     kwargs.update(name=f"{source.name} preview", rgb=source.rgb, contrast_limits=source.contrast_limits)
     if source.colormap is not None:
         kwargs["colormap"] = source.colormap
@@ -270,6 +342,9 @@ class DeblurJob:
 
     ``planes`` reads the layer lazily; in ``"current"`` and ``"single"`` mode it holds the one
     plane to deblur (``plane_index`` is its position on the leading axes in ``"current"`` mode).
+    ``region`` is the engine's ``region`` argument (``"auto"``, ``"full"`` or
+    ``(top, left, height, width)``; ``region_layer`` names the Shapes layer it came from);
+    ``warm_start`` applies to ``"per-plane"`` mode.
     """
 
     source: LayerSource
@@ -282,27 +357,53 @@ class DeblurJob:
     device: str
     seed: int
     plane_index: tuple[int, ...] | None = None
+    region: str | tuple[int, int, int, int] = "auto"
+    region_layer: str | None = None
+    warm_start: bool = True
+
+    @property
+    def full_iterations(self) -> int:
+        """Iterations of a blind run from scratch."""
+        return self.iterations or PRESETS[self.preset].iterations
+
+    @property
+    def warm_iterations(self) -> int:
+        """Iterations of a warm-started plane (``deblur_stack``'s default for ``warm_iterations``)."""
+        return warm_iteration_count(self.full_iterations)
+
+    def plane_offset(self, plane: int) -> int:
+        """Per-plane mode: the progress-bar steps of the planes before ``plane``."""
+        if not self.warm_start or plane == 0:
+            return plane * self.full_iterations
+        return self.full_iterations + (plane - 1) * self.warm_iterations
 
     @property
     def total_steps(self) -> int:
         """Length of the progress bar: iterations, plus one step per plane deconvolved."""
-        iterations = self.iterations or PRESETS[self.preset].iterations
+        iterations = self.full_iterations
         if self.mode == "shared":
             return iterations + len(self.planes)
         if self.mode == "per-plane":
-            return iterations * len(self.planes)
+            return self.plane_offset(len(self.planes))
         return iterations
 
+    @property
+    def preview_every(self) -> int:
+        """Iterations between the engine's progress records."""
+        # On the CPU every iteration reaches the callback, so Cancel is honoured within one
+        # iteration even with the slow "quality" preset (the forwarding to the GUI is
+        # throttled instead); on a GPU that would synchronise the device every iteration.
+        return 1 if resolve_device(self.device).type == "cpu" else _GPU_PREVIEW_EVERY
+
     def engine_kwargs(self) -> dict[str, Any]:
-        # Every iteration reaches the callback, so Cancel is honoured within one iteration
-        # even with the slow "quality" preset; the forwarding to the GUI is throttled instead.
-        config = dataclasses.replace(PRESETS[self.preset], preview_every=1)
+        config = dataclasses.replace(PRESETS[self.preset], preview_every=self.preview_every)
         return {
             "method": self.method,
             "iterations": self.iterations,
             "preset": config,
             "device": self.device,
             "seed": self.seed,
+            "region": self.region,
         }
 
     def run(self, callback: Callable[[Progress], bool]) -> JobOutcome:
@@ -320,8 +421,9 @@ class DeblurJob:
             if self.plane_index is not None:
                 extra["plane"] = list(self.plane_index)
         else:
+            stack_kwargs = {"warm_start": self.warm_start} if self.mode == "per-plane" else {}
             result = deblur_stack(
-                self.planes, self.kernel_size, mode=self.mode, callback=callback, **self.engine_kwargs()
+                self.planes, self.kernel_size, mode=self.mode, callback=callback, **stack_kwargs, **self.engine_kwargs()
             )
             plane_shape = tuple(result.image.shape[1:])
             image = np.asarray(result.image).reshape(source.leading_shape + plane_shape)
@@ -331,14 +433,18 @@ class DeblurJob:
                 kernel = result.kernels.reshape(source.leading_shape + tuple(result.kernels.shape[1:]))
             params, device = result.params, result.device
             elapsed, loss, cancelled = result.elapsed_s, result.final_loss, result.cancelled
-            extra = {}
+            extra = {"warm_start": self.warm_start} if self.mode == "per-plane" else {}
         metadata = {
             "source_layer": source.name,
             "mode": self.mode,
             "method": self.method,
             "preset": self.preset,
-            "iterations": self.iterations or PRESETS[self.preset].iterations,
+            "iterations": self.full_iterations,
             "kernel_size": self.kernel_size,
+            # As asked for; the rectangle each blind run used is params["region"] (per plane:
+            # params["plane_params"][i]["region"]), which "auto" resolves.
+            "region": list(self.region) if isinstance(self.region, tuple) else self.region,
+            "region_layer": self.region_layer,
             "seed": self.seed,
             "device_requested": self.device,
             "device": device,
@@ -391,9 +497,9 @@ def progress_step(progress: Progress, job: DeblurJob, phase: dict[str, Any]) -> 
     ``phase`` is a dict kept by the caller for the whole run (shared mode tells the blind run
     on the reference plane from the non-blind pass over the planes with it).
     """
-    iterations = job.iterations or PRESETS[job.preset].iterations
+    iterations = job.full_iterations
     if job.mode == "per-plane":
-        return (progress.plane or 0) * iterations + progress.iteration
+        return job.plane_offset(progress.plane or 0) + progress.iteration
     if job.mode == "shared":
         # Records of the blind run on the reference plane come first (iterations increasing);
         # then one record per plane deconvolved (iteration = planes done, total = planes).

@@ -21,7 +21,7 @@ from . import io
 from .core.config import METHOD_SCALES, PRESETS
 from .distributed import FileJob, Outcome, RunOptions
 
-__all__ = ["main", "build_parser", "expand_inputs", "plan_jobs"]
+__all__ = ["build_parser", "expand_inputs", "main", "plan_jobs"]
 
 STACK_MODES = ("current", "shared", "per-plane")
 NONBLIND_METHODS = ("sparse", "wiener", "richardson-lucy")
@@ -58,6 +58,24 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 _positive_int = _int_at_least(1, "a positive integer")
 _plane_index = _int_at_least(0, "a plane number (0, 1, ...; planes start at 0)")
+
+
+def _region(text: str) -> str | tuple[int, int, int, int]:
+    """``"auto"``, ``"full"`` or ``"TOP,LEFT,HEIGHT,WIDTH"`` (pixels) -> the engine's ``region``."""
+    value = text.strip().lower()
+    if value in ("auto", "full"):
+        return value
+    usage = "region must be auto, full or TOP,LEFT,HEIGHT,WIDTH in pixels (e.g. 100,200,384,384)"
+    try:
+        numbers = tuple(int(p) for p in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{usage}, got {text!r}") from None
+    if len(numbers) != 4:
+        raise argparse.ArgumentTypeError(f"{usage}, got {len(numbers)} number(s) in {text!r}")
+    top, left, height, width = numbers
+    if top < 0 or left < 0 or height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"{usage}: TOP and LEFT must be >= 0, HEIGHT and WIDTH >= 1, got {text!r}")
+    return numbers  # type: ignore[return-value]
 
 
 def _axes(text: str) -> str:
@@ -129,6 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="shared",
         choices=STACK_MODES,
         help="stacks: one kernel for all planes (shared, default), one per plane, or one plane only (current)",
+    )
+    run.add_argument(
+        "--region",
+        type=_region,
+        default="auto",
+        metavar="auto|full|TOP,LEFT,HEIGHT,WIDTH",
+        help="where the kernel is estimated (default: auto, the whole frame up to 512 x 512, else the "
+        "384 x 384 window with the strongest edges); the whole frame is then deconvolved with it. "
+        "A rectangle applies to every plane of a stack and must fit in every file",
+    )
+    run.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="per-plane mode: run every plane from scratch instead of from the previous plane's network",
+    )
+    run.add_argument(
+        "--warm-iterations",
+        type=_positive_int,
+        default=None,
+        help="per-plane mode: iterations of each warm-started plane (default: a quarter of the first plane's)",
     )
     run.add_argument(
         "--nonblind",
@@ -265,7 +304,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
         kernel_size=args.kernel_size, method=args.method, preset=args.preset, iterations=args.iterations,
         device=args.device, seed=args.seed, stack_mode=args.stack_mode, plane=args.plane, nonblind=args.nonblind,
-        axes=args.axes, ome_zarr=args.ome_zarr,
+        axes=args.axes, ome_zarr=args.ome_zarr, region=args.region, warm_start=args.warm_start,
+        warm_iterations=args.warm_iterations,
     )  # fmt: skip
 
 
@@ -287,6 +327,9 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
             io.require_zarr()
         except ImportError as err:
             parser.error(str(err))
+    if args.scheduler and args.stack_mode == "per-plane" and (args.warm_iterations or not args.warm_start):
+        # Each plane is its own Dask task there, so no plane can start from another.
+        print("note: on Dask every plane runs from scratch; --warm-iterations and --no-warm-start do nothing")
     files, problems = expand_inputs(args.inputs)
     options = _options(args)
     todo, skipped, refused = plan_jobs(files, args.output_dir, options, overwrite=args.overwrite)
@@ -417,13 +460,12 @@ def _enlarge(image: np.ndarray, zoom: int) -> np.ndarray:
 def run_demo(args: argparse.Namespace) -> int:
     """The ``demo`` command: deblur the bundled sample, write results and a comparison PNG."""
     import imageio.v3 as iio
+    import torch
     from tqdm import tqdm
 
     from .api import deblur
     from .core.metrics import levin_scores
     from .samples import blurred_sample, sample_kernel, sharp_sample
-
-    import torch
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

@@ -7,7 +7,9 @@ processed in one of four ways, chosen by :func:`plan_mode`:
 ``current``    one plane only (``--plane``, else the plane with the strongest edges).
 ``shared``     a blind run on the reference plane estimates the kernel; every plane is then
                deconvolved with it (:func:`napari_selfmsnet.stack.apply_kernel`).
-``per-plane``  a blind run on every plane, same seed for each.
+``per-plane``  a blind run on every plane, same seed for each; in this process each plane is
+               warm-started from the previous one (``RunOptions.warm_start``), on Dask every
+               plane is its own task and runs from scratch.
 
 On Dask every step is a task that reads its own plane from the input file and writes its own
 plane into the output file (a memory-mapped TIFF or an OME-Zarr chunk), so only kernels and
@@ -35,14 +37,14 @@ from . import io
 from .stack import apply_kernel, deblur_stack, select_reference_plane
 
 __all__ = [
-    "RunOptions",
     "FileJob",
+    "RunOptions",
+    "TorchThreads",
     "plan_mode",
     "process_file",
-    "run_serial",
     "run_dask",
+    "run_serial",
     "start_client",
-    "TorchThreads",
 ]
 
 
@@ -61,6 +63,9 @@ class RunOptions:
     nonblind: str = "sparse"
     axes: str | None = None
     ome_zarr: bool = False
+    region: str | tuple[int, int, int, int] = "auto"
+    warm_start: bool = True
+    warm_iterations: int | None = None
 
     def deblur_kwargs(self) -> dict[str, Any]:
         return {
@@ -69,6 +74,7 @@ class RunOptions:
             "iterations": self.iterations,
             "device": self.device,
             "seed": self.seed,
+            "region": self.region,
         }
 
 
@@ -244,7 +250,8 @@ def process_file(job: FileJob, callback: Callable[[Any], Any] | None = None) -> 
         out = io.open_image(job.partial["image"], plan.output_meta)
         result = deblur_stack(
             planes, job.options.kernel_size, mode=plan.mode, reference_plane=plan.reference_plane,
-            callback=callback, out=out, nonblind_method=job.options.nonblind, **kwargs,
+            callback=callback, out=out, nonblind_method=job.options.nonblind,
+            warm_start=job.options.warm_start, warm_iterations=job.options.warm_iterations, **kwargs,
         )  # fmt: skip
         _flush(out)
         # Shared mode writes its one kernel; per-plane mode the stack of kernels.
@@ -281,7 +288,10 @@ def _finish_stack(job: FileJob, plan: Plan, estimate: dict | None, parts: list[d
         losses = [p["final_loss"] for p in parts]
         report = {
             "device": parts[0]["device"], "final_loss": float(np.mean(losses)),
-            "params": {"mode": "per-plane", "plane_params": [p["params"] for p in parts], "plane_final_losses": losses},
+            "params": {
+                "mode": "per-plane", "warm_start": False, "plane_params": [p["params"] for p in parts],
+                "plane_final_losses": losses,
+            },
         }  # fmt: skip
     report.update(
         elapsed_s=time.time() - start, scheduler="dask", task_seconds=[p["elapsed_s"] for p in parts], cancelled=False

@@ -222,3 +222,11 @@ class TestWarmStart:
     def test_cancelled_run_hands_nothing_on(self, blurred_case):
         result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=50, callback=lambda p: True)
         assert result.cancelled and result.warm_start is None
+
+
+def test_tiny_image_runs(rng):
+    # A 24 x 24 image's canvas would make the deepest level a single pixel, which BatchNorm
+    # cannot normalise; the canvas has a floor so such images still run.
+    image = rng.random((24, 24)).astype(np.float32)
+    result = deblur(image, 5, method="self-msnet-s", iterations=2)
+    assert result.image.shape == (24, 24) and np.all(np.isfinite(result.image))

@@ -20,7 +20,14 @@ from .core.regions import edge_energy_map
 from .core.results import Progress
 from .core.validation import check_kernel_size
 
-__all__ = ["StackResult", "deblur_stack", "apply_kernel", "select_reference_plane", "delta_kernel"]
+__all__ = [
+    "StackResult",
+    "apply_kernel",
+    "deblur_stack",
+    "delta_kernel",
+    "select_reference_plane",
+    "warm_iteration_count",
+]
 
 StackMode = Literal["shared", "per-plane"]
 STACK_MODES: tuple[str, ...] = ("shared", "per-plane")
@@ -313,10 +320,12 @@ def _shared(stack, kshape, reference_plane, tagger, nonblind_method, out, deblur
     )
 
 
-def _warm_iterations(first, warm_iterations: int | None) -> int:
+def warm_iteration_count(cold_iterations: int, warm_iterations: int | None = None) -> int:
+    """Iterations of a warm-started plane: ``warm_iterations``, or by default
+    ``WARM_FRACTION`` of a cold run's ``cold_iterations`` (at least 1)."""
     if warm_iterations is not None:
         return int(warm_iterations)
-    return max(1, round(WARM_FRACTION * first.params["config"]["iterations"]))
+    return max(1, round(WARM_FRACTION * cold_iterations))
 
 
 def _per_plane(stack, kshape, tagger, out, deblur, kwargs, warm_start, warm_iterations) -> StackResult:
@@ -334,7 +343,7 @@ def _per_plane(stack, kshape, tagger, out, deblur, kwargs, warm_start, warm_iter
             break
         tagger.plane = i
         if warm_start and previous is not None and previous.warm_start is not None:
-            warm_kwargs = {**kwargs, "iterations": _warm_iterations(first, warm_iterations)}
+            warm_kwargs = {**kwargs, "iterations": warm_iteration_count(first.params["config"]["iterations"], warm_iterations)}
             result = deblur(_plane(stack, i), kshape, callback=tagger, warm_start=previous, **warm_kwargs)
         else:
             result = deblur(_plane(stack, i), kshape, callback=tagger, **kwargs)

@@ -37,8 +37,10 @@ def scale_level(scale: float) -> int:
 def canvas_size(padded_sizes: list[tuple[int, int]], scales: tuple[float, ...], depth: int) -> tuple[int, int]:
     """Smallest canvas, a multiple of ``2**depth``, whose level of every scale holds its output."""
     multiple = 2**depth
-    need_h = max(p[0] * 2 ** scale_level(s) for p, s in zip(padded_sizes, scales))
-    need_w = max(p[1] * 2 ** scale_level(s) for p, s in zip(padded_sizes, scales))
+    # At least two multiples: the deepest level is then 2 x 2 or more, never the single
+    # pixel BatchNorm cannot normalise while training.
+    need_h = max(2 * multiple, *(p[0] * 2 ** scale_level(s) for p, s in zip(padded_sizes, scales)))
+    need_w = max(2 * multiple, *(p[1] * 2 ** scale_level(s) for p, s in zip(padded_sizes, scales)))
     return (-(-need_h // multiple) * multiple, -(-need_w // multiple) * multiple)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -35,7 +38,7 @@ def git_commit() -> str | None:
     """The repository's HEAD commit, or None outside a git checkout or before the first commit."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -104,3 +107,64 @@ def write_text(path: Path, text: str) -> None:
 def mean(values) -> float | None:
     values = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(values)) if values else None
+
+
+def run_json_subprocess(command: list[str], timeout: float, env: dict[str, str] | None = None) -> dict:
+    """Run ``command`` in its own process group and return the JSON object it printed.
+
+    The result is the last line of its standard output that parses as a JSON object. When
+    none comes back, a record that says why: ``{"status": "timeout"}`` after ``timeout``
+    seconds (the whole process group is killed, compiler workers included), or
+    ``{"status": "failed"}`` with the exit code or signal (a SIGKILL is usually the
+    out-of-memory killer) and the end of its standard error.
+    """
+    start = time.perf_counter()
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            return {
+                "status": "timeout",
+                "error": f"no result within the per-case timeout of {timeout:g} s",
+                "stderr_tail": stderr[-2000:],
+                "wall_s": time.perf_counter() - start,
+            }
+    for line in reversed(stdout.splitlines()):
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                return record
+    code = proc.returncode
+    why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    if code == -signal.SIGKILL:
+        why += " (usually the out-of-memory killer)"
+    return {
+        "status": "failed",
+        "error": f"the case process printed no result: {why}",
+        "stderr_tail": stderr[-2000:],
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def fmt(value, spec: str = ".3g", missing: str = "–") -> str:
+    """``value`` formatted with ``spec``, or ``missing`` for None and non-finite numbers."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return missing
+    return format(value, spec)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A GitHub markdown table, one string per line."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines

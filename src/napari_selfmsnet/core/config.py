@@ -148,6 +148,17 @@ PRESETS: dict[str, SolverConfig] = {
         final="nonblind",
         refine_rounds=8,
     ),
+    # Twice the width and twice the iterations of "fast", the same kernel settings and polish:
+    # for a GPU, or a CPU run that can take several minutes per image (docs/benchmarks.md).
+    "balanced": SolverConfig(
+        width=32,
+        iterations=500,
+        kernel_lambda=1e-6,
+        centroid_weight=1e-6,
+        support_factors=(2.0, 2.0, 2.0, 2.0),
+        final="nonblind",
+        refine_rounds=8,
+    ),
 }
 
 

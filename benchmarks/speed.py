@@ -100,7 +100,6 @@ from _common import (
 from scipy.signal import fftconvolve
 
 from napari_selfmsnet import PRESETS, deblur
-from napari_selfmsnet.api import _resolve_region  # the API's own choice of window
 from napari_selfmsnet.core import synth
 from napari_selfmsnet.core.config import SolverConfig, resolve_config
 from napari_selfmsnet.core.devices import device_name, release_memory, resolve_device
@@ -108,7 +107,10 @@ from napari_selfmsnet.core.kernel_step import estimate_kernel, solve_kernel
 from napari_selfmsnet.core.nonblind import deconvolve
 from napari_selfmsnet.core.optimizer import optimize
 from napari_selfmsnet.core.refine import polish_kernel
-from napari_selfmsnet.core.regions import AUTO_REGION_THRESHOLD
+from napari_selfmsnet.core.regions import (
+    AUTO_REGION_THRESHOLD,
+    resolve_region,  # the API's own choice of window
+)
 from napari_selfmsnet.core.validation import (
     IntensityMap,
     check_image,
@@ -335,7 +337,7 @@ def measure_iterations(case: dict, device: torch.device) -> dict:
     record["memory"] = {"before": _memory(device)}
 
     start = time.perf_counter()
-    window = _resolve_region(case["region"], image, kernel_shape)
+    window = resolve_region(case["region"], image, kernel_shape)
     intensity = IntensityMap.fit(image, config.headroom)
     unit = intensity.to_unit(image)
     unit_window = unit[window.slices]

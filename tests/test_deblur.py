@@ -173,11 +173,11 @@ class TestRegion:
         assert seen[0].image.shape == (64, 70) and seen[0].region == [60, 70, 64, 70]
 
     def test_auto_region_on_a_large_frame_picks_the_textured_window(self, frame, monkeypatch):
-        from napari_selfmsnet import api
+        from napari_selfmsnet.core import regions
 
         # Scaled-down thresholds so a small frame counts as "large" here.
-        monkeypatch.setattr(api, "AUTO_REGION_THRESHOLD", 100)
-        monkeypatch.setattr(api, "AUTO_REGION_SIZE", 48)
+        monkeypatch.setattr(regions, "AUTO_REGION_THRESHOLD", 100)
+        monkeypatch.setattr(regions, "AUTO_REGION_SIZE", 48)
         result = deblur(frame, 5, method="self-msnet-s", iterations=3)
         top, left, h, w = result.params["region"]
         assert (h, w) == (48, 48) and top >= 56 and left >= 72

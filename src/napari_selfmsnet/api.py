@@ -14,7 +14,7 @@ from .core.devices import device_name, release_memory, resolve_device
 from .core.nonblind import deconvolve
 from .core.optimizer import optimize
 from .core.refine import polish_kernel
-from .core.regions import AUTO_REGION_SIZE, AUTO_REGION_THRESHOLD, Region, auto_region, check_region
+from .core.regions import Region, resolve_region
 from .core.results import DeblurResult, Progress
 from .core.validation import (
     IntensityMap,
@@ -113,7 +113,7 @@ def deblur(
         raise ValueError("warm_start holds no network state (it was made without one); start from scratch")
     if region == "auto" and warm_start is not None:
         region = tuple(warm_start.params["region"])
-    window = _resolve_region(region, array, kernel_shape)
+    window = resolve_region(region, array, kernel_shape)
     run_device = resolve_device(device)
 
     intensity = IntensityMap.fit(array, config.headroom)
@@ -193,15 +193,3 @@ def deblur(
         extras={"recoveries": state.recoveries},
         warm_start=None if cancelled else state.warm_start,
     )
-
-
-def _resolve_region(region: object, array: np.ndarray, kernel_shape: tuple[int, int]) -> Region:
-    """The window the blind optimizer runs on (see ``region`` in :func:`deblur`)."""
-    h, w = array.shape[:2]
-    if isinstance(region, str):
-        if region == "full" or (region == "auto" and max(h, w) <= AUTO_REGION_THRESHOLD):
-            return Region(0, 0, h, w)
-        if region == "auto":
-            return auto_region(array, AUTO_REGION_SIZE, kernel_shape)
-        raise ValueError(f"region must be 'auto', 'full' or (top, left, height, width), got {region!r}")
-    return check_region(region, (h, w), kernel_shape)

@@ -29,6 +29,7 @@ __all__ = [
     "auto_region",
     "check_region",
     "edge_energy_map",
+    "resolve_region",
 ]
 
 # The blind optimizer's cost scales with the pixel count; a 256 to 512 px window holds enough
@@ -217,3 +218,16 @@ def _pair(kernel_shape: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(kernel_shape, (tuple, list)) and len(kernel_shape) == 2:
         return int(kernel_shape[0]), int(kernel_shape[1])
     raise TypeError(f"kernel_shape must be an int or a pair (kh, kw) of ints, got {kernel_shape!r}")
+
+
+def resolve_region(region: object, array: np.ndarray, kernel_shape: tuple[int, int]) -> Region:
+    """The window the blind optimizer runs on: ``region`` as :func:`napari_selfmsnet.deblur`
+    takes it (``"auto"``, ``"full"``, a :class:`Region` or ``(top, left, height, width)``)."""
+    h, w = array.shape[:2]
+    if isinstance(region, str):
+        if region == "full" or (region == "auto" and max(h, w) <= AUTO_REGION_THRESHOLD):
+            return Region(0, 0, h, w)
+        if region == "auto":
+            return auto_region(array, AUTO_REGION_SIZE, kernel_shape)
+        raise ValueError(f"region must be 'auto', 'full' or (top, left, height, width), got {region!r}")
+    return check_region(region, (h, w), kernel_shape)

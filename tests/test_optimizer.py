@@ -127,3 +127,11 @@ def test_auto_switches_are_off_on_cpu():
 def test_bad_speed_settings_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
         SolverConfig(**changes)
+
+
+def test_default_switches_on_each_device(observation, device):
+    # On CUDA this runs bfloat16 autocast, channels_last and cuDNN autotuning; on CPU float32.
+    state = _final(optimize(observation.to(device), KERNEL, _config(), seed=0))
+    assert np.all(np.isfinite(state.history)) and state.history[-1] < state.history[0]
+    assert state.image.device.type == torch.device(device).type and state.image.dtype == torch.float32
+    assert torch.backends.cudnn.benchmark is False  # restored after the run

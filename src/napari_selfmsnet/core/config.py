@@ -133,32 +133,26 @@ class SolverConfig:
         return asdict(self)
 
 
+_FAST = SolverConfig(
+    width=16,
+    iterations=250,
+    kernel_lambda=1e-6,
+    centroid_weight=1e-6,
+    support_factors=(2.0, 2.0, 2.0, 2.0),
+    final="nonblind",
+    refine_rounds=8,
+)
+
 PRESETS: dict[str, SolverConfig] = {
     # The paper's settings: 128 channels, 2000 iterations.
     "quality": SolverConfig(),
     # Measured on 2 CPU cores for 255 x 255 Levin images (docs/benchmarks.md): a narrow
     # network and a short run find the kernel's extent; a stronger kernel regulariser and a
     # harder support threshold keep it compact; the sparse non-blind polish sharpens both.
-    "fast": SolverConfig(
-        width=16,
-        iterations=250,
-        kernel_lambda=1e-6,
-        centroid_weight=1e-6,
-        support_factors=(2.0, 2.0, 2.0, 2.0),
-        final="nonblind",
-        refine_rounds=8,
-    ),
+    "fast": _FAST,
     # Twice the width and twice the iterations of "fast", the same kernel settings and polish:
     # for a GPU, or a CPU run that can take several minutes per image (docs/benchmarks.md).
-    "balanced": SolverConfig(
-        width=32,
-        iterations=500,
-        kernel_lambda=1e-6,
-        centroid_weight=1e-6,
-        support_factors=(2.0, 2.0, 2.0, 2.0),
-        final="nonblind",
-        refine_rounds=8,
-    ),
+    "balanced": replace(_FAST, width=32, iterations=500),
 }
 
 

@@ -144,8 +144,6 @@ _FAST = SolverConfig(
 )
 
 PRESETS: dict[str, SolverConfig] = {
-    # The paper's settings: 128 channels, 2000 iterations.
-    "quality": SolverConfig(),
     # Measured on 2 CPU cores for 255 x 255 Levin images (docs/benchmarks.md): a narrow
     # network and a short run find the kernel's extent; a stronger kernel regulariser and a
     # harder support threshold keep it compact; the sparse non-blind polish sharpens both.
@@ -153,6 +151,8 @@ PRESETS: dict[str, SolverConfig] = {
     # Twice the width and twice the iterations of "fast", the same kernel settings and polish:
     # for a GPU, or a CPU run that can take several minutes per image (docs/benchmarks.md).
     "balanced": replace(_FAST, width=32, iterations=500),
+    # The paper's settings: 128 channels, 2000 iterations.
+    "quality": SolverConfig(),
 }
 
 

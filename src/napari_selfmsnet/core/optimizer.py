@@ -41,6 +41,9 @@ class WarmStart:
     network: dict[str, torch.Tensor]
     inputs: list[torch.Tensor]
     kernels: list[torch.Tensor]
+    #: Adam's state (moment estimates): a fresh Adam's first steps are about ``lr`` per weight
+    #: whatever the gradient, which would throw a fitted network off its fit.
+    optimizer: dict
     #: Everything the network's and the inputs' shapes depend on; must match to be reused.
     signature: tuple
 
@@ -135,7 +138,8 @@ def optimize(
     warm_start : WarmStart, optional
         Start from a previous run's network, noise inputs and kernels instead of from scratch
         (the previous run must have had the same image and kernel size and network settings).
-        Such a run uses the MSE loss and the edge mask from its first iteration.
+        Such a run uses the MSE loss and the edge mask from its first iteration, and continues
+        the previous run's Adam state at the step size a run from scratch ends with.
 
     Yields
     ------
@@ -190,13 +194,16 @@ def optimize(
     inputs = [z.contiguous(memory_format=memory_format) for z in inputs]
     model = torch.compile(net) if config.compile else net
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    if warm_start is not None:
+        optimizer.load_state_dict(warm_start.optimizer)
     # float16 needs loss scaling against underflowing gradients; bfloat16 and float32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     history: list[float] = []
     pending: list[torch.Tensor] = []
     checkpoint = _Checkpoint.take(net, optimizer, kernels, 0)
-    lr_scale = 1.0
+    # A warm start continues at the step size a run from scratch ends with: it refines a fit.
+    lr_scale = 1.0 if fresh else 0.5 ** len(config.lr_milestones)
     recoveries = 0
     first_image = center_crop(torch.full_like(observation, 0.5), kernel_shape)
     last_good = (first_image, kernels[-1])
@@ -289,6 +296,7 @@ def optimize(
             network={name: t.detach().to("cpu", copy=True) for name, t in net.state_dict().items()},
             inputs=[z.detach().to("cpu", copy=True) for z in inputs],
             kernels=[k.detach().to("cpu", copy=True) for k in kernels],
+            optimizer=_to_cpu(optimizer.state_dict()),
             signature=signature,
         )
         yield OptimizerState(
@@ -304,6 +312,17 @@ def optimize(
         )
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
+
+
+def _to_cpu(state: object) -> object:
+    """A deep copy of an optimizer state dict with every tensor on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: _to_cpu(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_to_cpu(value) for value in state]
+    return copy.deepcopy(state)
 
 
 @dataclass

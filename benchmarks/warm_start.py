@@ -45,12 +45,8 @@ def drifting_stack(planes: int, size: int, kernel_size: int, seed: int):
     blurred, sharp = [], []
     for p in range(planes):
         moved = ndimage.shift(scene, (0.7 * p, 1.1 * p), order=1, mode="nearest")
-        window = moved[
-            margin - pad : margin + size + pad, margin - pad : margin + size + pad
-        ]
-        blurred.append(
-            add_noise(blur_valid(window, kernel), rng, photons=PHOTONS, offset=OFFSET)
-        )
+        window = moved[margin - pad : margin + size + pad, margin - pad : margin + size + pad]
+        blurred.append(add_noise(blur_valid(window, kernel), rng, photons=PHOTONS, offset=OFFSET))
         sharp.append(window[pad : pad + size, pad : pad + size])
     return np.stack(blurred), np.stack(sharp), kernel
 
@@ -60,9 +56,7 @@ def to_unit(counts: np.ndarray) -> np.ndarray:
     return (np.asarray(counts, dtype=np.float64) - OFFSET) / PHOTONS
 
 
-def plane_psnr(
-    estimate_counts: np.ndarray, sharp: np.ndarray, kernel_size: int, max_shift: int
-) -> float:
+def plane_psnr(estimate_counts: np.ndarray, sharp: np.ndarray, kernel_size: int, max_shift: int) -> float:
     aligned = align_up_to_shift(
         np.clip(to_unit(estimate_counts), 0, 1),
         sharp,
@@ -72,17 +66,13 @@ def plane_psnr(
     return psnr(aligned.aligned, aligned.sharp)
 
 
-def run_variant(
-    blurred, kernel_size: int, warm: int | None, common: dict
-) -> list[dict]:
+def run_variant(blurred, kernel_size: int, warm: int | None, common: dict) -> list[dict]:
     """Per-plane deblurring as ``deblur_stack(mode="per-plane")`` does it, timed plane by plane."""
     rows, previous = [], None
     for plane in blurred:
         start = time.perf_counter()
         if warm is not None and previous is not None:
-            result = deblur(
-                plane, kernel_size, warm_start=previous, iterations=warm, **common
-            )
+            result = deblur(plane, kernel_size, warm_start=previous, iterations=warm, **common)
         else:
             result = deblur(plane, kernel_size, **common)
         rows.append({"result": result, "seconds": time.perf_counter() - start})
@@ -92,9 +82,7 @@ def run_variant(
 
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
-    blurred, sharp, kernel = drifting_stack(
-        args.planes, args.size, args.kernel, args.seed
-    )
+    blurred, sharp, kernel = drifting_stack(args.planes, args.size, args.kernel, args.seed)
     common = {
         "method": "self-msnet",
         "preset": args.preset,
@@ -106,9 +94,7 @@ def run(args: argparse.Namespace) -> dict:
         planes = [
             {
                 "plane": p,
-                "psnr": plane_psnr(
-                    row["result"].image, sharp[p], args.kernel, max_shift=4
-                ),
+                "psnr": plane_psnr(row["result"].image, sharp[p], args.kernel, max_shift=4),
                 "kernel_similarity": kernel_similarity(row["result"].kernel, kernel),
                 "iterations": len(row["result"].history),
                 "seconds": row["seconds"],
@@ -122,18 +108,12 @@ def run(args: argparse.Namespace) -> dict:
                 "warm_iterations": warm,
                 "seconds_per_later_plane": mean(r["seconds"] for r in later),
                 "mean_psnr_later_planes": mean(r["psnr"] for r in later),
-                "mean_kernel_similarity_later_planes": mean(
-                    r["kernel_similarity"] for r in later
-                ),
+                "mean_kernel_similarity_later_planes": mean(r["kernel_similarity"] for r in later),
                 "planes": planes,
             }
         )
-        print(
-            json.dumps({k: v for k, v in runs[-1].items() if k != "planes"}), flush=True
-        )
-    blurred_scores = [
-        plane_psnr(b, s, args.kernel, max_shift=0) for b, s in zip(blurred, sharp)
-    ]
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "planes"}), flush=True)
+    blurred_scores = [plane_psnr(b, s, args.kernel, max_shift=0) for b, s in zip(blurred, sharp)]
     return {
         "machine": machine_info(device),
         "stack": {

@@ -293,9 +293,9 @@ def optimize(
             checkpoint.restore(net, optimizer)
             kernels = list(checkpoint.kernels)
         warm = WarmStart(
-            network={name: t.detach().to("cpu", copy=True) for name, t in net.state_dict().items()},
-            inputs=[z.detach().to("cpu", copy=True) for z in inputs],
-            kernels=[k.detach().to("cpu", copy=True) for k in kernels],
+            network=_to_cpu(net.state_dict()),
+            inputs=_to_cpu(inputs),
+            kernels=_to_cpu(kernels),
             optimizer=_to_cpu(optimizer.state_dict()),
             signature=signature,
         )
@@ -315,7 +315,7 @@ def optimize(
 
 
 def _to_cpu(state: object) -> object:
-    """A deep copy of an optimizer state dict with every tensor on the CPU."""
+    """A deep copy of a state dict (or list of tensors) with every tensor on the CPU."""
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
     if isinstance(state, dict):

@@ -6,7 +6,7 @@ import torch
 
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import valid_convolve
-from napari_selfmsnet.core.refine import center_kernel, polish_kernel
+from napari_selfmsnet.core.refine import center_kernel, polish_kernel, polish_weights
 from napari_selfmsnet.core.synth import motion_kernel
 from napari_selfmsnet.metrics import kernel_similarity
 
@@ -43,3 +43,12 @@ def test_polish_sharpens_a_widened_kernel():
     assert kernel.dtype == np.float32 and kernel.shape == true.shape
     assert kernel.sum() == pytest.approx(1, abs=1e-5)
     assert kernel_similarity(kernel, true) > kernel_similarity(wide, true)
+
+
+def test_polish_weights_decay_from_strong_to_weak():
+    config = replace(PRESETS["fast"], refine_rounds=5, refine_weights=(4e-3, 2.5e-4))
+    weights = polish_weights(config)
+    np.testing.assert_allclose(weights, [4e-3, 2e-3, 1e-3, 5e-4, 2.5e-4])
+    assert polish_weights(replace(config, refine_rounds=0)).size == 0
+    with pytest.raises(ValueError, match="refine_weights"):
+        replace(config, refine_weights=(4e-3, 0.0))

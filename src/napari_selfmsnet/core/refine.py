@@ -4,7 +4,10 @@ The generator's output after a short run is still smooth, and a kernel solved fr
 image comes out too wide. A sparse-prior non-blind deconvolution of the observation with the
 current kernel has sharp edges; re-solving the kernel from it (the same closed-form kernel step)
 and deconvolving again is the classical alternating-MAP polish, a few rounds of which sharpen
-the kernel and the image at little cost.
+the kernel and the image at little cost. The prior starts strong and weakens round by round
+(continuation): the first rounds' piecewise-flat images keep only salient edges, from which
+even a poor starting kernel is re-solved close to the true one (on Levin's set this lifted the
+mean PSNR of the fast preset by about 2.7 dB over a fixed weight on 17 images, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
 from .validation import to_channels_first
 
-__all__ = ["polish_kernel", "center_kernel"]
+__all__ = ["polish_kernel", "polish_weights", "center_kernel"]
 
 
 def center_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -46,10 +49,18 @@ def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(to_channels_first(image.astype(np.float32, copy=False)))[None].to(device)
 
 
+def polish_weights(config: SolverConfig) -> np.ndarray:
+    """The sparse prior's weight in each polish round: ``config.refine_weights`` decayed
+    geometrically over ``config.refine_rounds`` (continuation, as in classical alternating MAP)."""
+    first, last = config.refine_weights
+    return np.geomspace(first, last, config.refine_rounds)
+
+
 def polish_kernel(
     observation: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
 ) -> np.ndarray:
-    """``config.refine_rounds`` rounds of (sparse deconvolution, kernel step) on ``observation``.
+    """``config.refine_rounds`` rounds of (sparse deconvolution with the weights of
+    :func:`polish_weights`, kernel step) on ``observation``.
 
     Shape: ``observation`` ``(H, W)`` or ``(H, W, 3)`` in normalised units; ``kernel``
     ``(kh, kw)``. Returns the polished kernel, centred by :func:`center_kernel`, summing to 1
@@ -58,8 +69,8 @@ def polish_kernel(
     y = _as_batch(observation, device)
     percentile = config.final_edge_percentile
     kernel = center_kernel(kernel)
-    for _ in range(config.refine_rounds):
-        sharp = deconvolve(observation, kernel, method="sparse", device=device)
+    for weight in polish_weights(config):
+        sharp = deconvolve(observation, kernel, method="sparse", weight=weight, device=device)
         k = estimate_kernel(
             _as_batch(sharp, device),
             y,

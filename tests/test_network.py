@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from napari_selfmsnet.core.convolution import scale_geometry
-from napari_selfmsnet.core.network import SelfMSNet, canvas_size
+from napari_selfmsnet.core.network import NonLocalBlock, SelfMSNet, canvas_size
 from napari_selfmsnet.core.losses import ssim
 
 
@@ -45,3 +45,17 @@ def test_ssim_gradcheck(rng):
     a = torch.from_numpy(rng.random((1, 1, 12, 12))).requires_grad_()
     b = torch.from_numpy(rng.random((1, 1, 12, 12)))
     assert torch.autograd.gradcheck(lambda t: ssim(t, b), (a,))
+
+
+def test_non_local_block_is_dot_product_attention_over_pooled_keys():
+    # Written out by hand: the block must stay this attention whatever kernel PyTorch picks.
+    torch.manual_seed(0)
+    block = NonLocalBlock(8).eval()
+    x = torch.randn(2, 8, 6, 10)
+    q = block.theta(x).flatten(2).transpose(1, 2)
+    pooled = torch.nn.functional.max_pool2d(x, 2)
+    k = block.phi(pooled).flatten(2).transpose(1, 2)
+    v = block.g(pooled).flatten(2).transpose(1, 2)
+    weights = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+    expected = x + block.out((weights @ v).transpose(1, 2).reshape(2, 4, 6, 10))
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)

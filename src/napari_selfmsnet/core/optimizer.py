@@ -97,7 +97,7 @@ def _autocast_dtype(config: SolverConfig, device: torch.device) -> torch.dtype |
 
 def _memory_format(config: SolverConfig, device: torch.device) -> torch.memory_format:
     # channels_last feeds the tensor cores on CUDA and oneDNN's blocked convolutions on CPU
-    # (1.15-1.18x per iteration for the fast preset, docs/benchmarks.md); MPS is left as it is.
+    # (1.1-1.18x per iteration for the fast preset, docs/benchmarks.md); MPS is left as it is.
     if config.memory_format == "channels_last" or (
         config.memory_format == "auto" and device.type in ("cuda", "cpu")
     ):

@@ -33,7 +33,8 @@ StackMode = Literal["shared", "per-plane"]
 STACK_MODES: tuple[str, ...] = ("shared", "per-plane")
 
 #: Share of a cold run's iterations that a warm-started plane runs by default. Measured with
-#: benchmarks/warm_start.py (fast preset, drifting phantom stack, planes after the first):
+#: benchmarks/warm_start.py (drifting phantom stack, planes after the first, the fast preset
+#: when it ran 250 iterations, now the balanced one):
 #: cold 250 iterations 20.39 dB; warm 25 iterations 20.46 dB; warm 60 iterations 23.61 dB (the
 #: warm run keeps fitting a network that has already seen a similar plane). A quarter buys
 #: that gain for a quarter of the generator's work.

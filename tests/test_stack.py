@@ -257,11 +257,11 @@ class TestDeblurStackEngine:
         stack = _blurred_stack(3)
         kwargs = {**TINY, "iterations": 20}
         result = deblur_stack(stack, KSIZE, mode="per-plane", **kwargs)
-        # Default: a quarter of the cold run's iterations for every plane after the first.
-        assert [len(h) for h in result.histories] == [20, 5, 5]
+        # Default: half the cold run's iterations for every plane after the first.
+        assert [len(h) for h in result.histories] == [20, 10, 10]
         assert [p["warm_started"] for p in result.params["plane_params"]] == [False, True, True]
         first = deblur(stack[0], KSIZE, **kwargs)
-        second = deblur(stack[1], KSIZE, warm_start=first, **{**kwargs, "iterations": 5})
+        second = deblur(stack[1], KSIZE, warm_start=first, **{**kwargs, "iterations": 10})
         np.testing.assert_array_equal(result.image[1], second.image)
         explicit = deblur_stack(stack[:2], KSIZE, mode="per-plane", warm_iterations=3, **kwargs)
         assert [len(h) for h in explicit.histories] == [20, 3]

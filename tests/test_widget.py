@@ -573,8 +573,8 @@ def test_per_plane_without_warm_start(viewer_widget, qtbot, rng):
     assert not _shown(widget.warm_start)
     widget.stack_mode.value = "per-plane"
     assert _shown(widget.warm_start) and widget.warm_start.value is True
-    # Warm planes run a quarter of the iterations, and the progress bar counts them so.
-    assert widget.build_job().total_steps == 4 + 1 + 1
+    # Warm planes run half the iterations, and the progress bar counts them so.
+    assert widget.build_job().total_steps == 4 + 2 + 2
     widget.warm_start.value = False
     assert widget.build_job().total_steps == 3 * 4
     widget.iterations.value = 2

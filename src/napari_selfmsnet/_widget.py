@@ -217,7 +217,7 @@ class DeblurWidget(Container):
             label="warm start planes",
             value=True,
             tooltip="One kernel per plane: start each plane from the previous plane's network and kernel, "
-            "with a quarter of the iterations (several times faster; neighbouring planes differ little). "
+            "with half the iterations (neighbouring planes differ little). "
             "Untick for independent runs from scratch.",
         )
         self.run_button = PushButton(name="run_button", text="Run")

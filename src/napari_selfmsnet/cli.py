@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--warm-iterations",
         type=_positive_int,
         default=None,
-        help="per-plane mode: iterations of each warm-started plane (default: a quarter of the first plane's)",
+        help="per-plane mode: iterations of each warm-started plane (default: half of the first plane's)",
     )
     run.add_argument(
         "--nonblind",

@@ -33,12 +33,11 @@ StackMode = Literal["shared", "per-plane"]
 STACK_MODES: tuple[str, ...] = ("shared", "per-plane")
 
 #: Share of a cold run's iterations that a warm-started plane runs by default. Measured with
-#: benchmarks/warm_start.py (drifting phantom stack, planes after the first, the fast preset
-#: when it ran 250 iterations, now the balanced one):
-#: cold 250 iterations 20.39 dB; warm 25 iterations 20.46 dB; warm 60 iterations 23.61 dB (the
-#: warm run keeps fitting a network that has already seen a similar plane). A quarter buys
-#: that gain for a quarter of the generator's work.
-WARM_FRACTION = 0.25
+#: benchmarks/warm_start.py (drifting phantom stack, planes after the first, docs/benchmarks.md):
+#: fast preset (120 iterations cold) 22.14 dB; warm 30 iterations 20.75 dB; warm 60 iterations
+#: 22.31 dB. Half the iterations keep the cold runs' quality at half their generator work; a
+#: quarter, enough when a cold run had 250 iterations, loses 1.4 dB after 120.
+WARM_FRACTION = 0.5
 
 
 @dataclass

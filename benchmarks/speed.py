@@ -97,6 +97,7 @@ from _speed_report import FAITHFUL, markdown_summary, sweep_ratios, switch_compa
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.config import SolverConfig
 from napari_selfmsnet.core.devices import resolve_device
+from napari_selfmsnet.core.optimizer import memory_format_for
 from napari_selfmsnet.core.regions import AUTO_REGION_THRESHOLD
 from napari_selfmsnet.core.validation import check_kernel_size
 
@@ -126,9 +127,9 @@ def effective_settings(config: SolverConfig, device_type: str, cudnn_benchmark: 
     """The speed settings a run really uses on ``device_type`` ("auto" resolved)."""
     cuda = device_type == "cuda"
     amp = "off" if config.amp == "auto" and not cuda else config.amp
-    memory = config.memory_format
-    if memory == "auto":
-        memory = "channels_last" if cuda else "contiguous"
+    # The engine's own rule, so a case is labelled (and deduplicated) by what it really runs.
+    channels_last = memory_format_for(config, torch.device(device_type)) == torch.channels_last
+    memory = "channels_last" if channels_last else "contiguous"
     return {
         "amp": amp,
         "memory_format": memory,

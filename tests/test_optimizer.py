@@ -115,9 +115,9 @@ def test_auto_switches_on_cpu():
     config = SolverConfig()
     cpu = torch.device("cpu")
     assert optimizer_module._autocast_dtype(config, cpu) is None
-    assert optimizer_module._memory_format(config, cpu) == torch.channels_last
-    assert optimizer_module._memory_format(replace(config, memory_format="contiguous"), cpu) == torch.contiguous_format
-    assert optimizer_module._memory_format(config, torch.device("mps")) == torch.contiguous_format
+    assert optimizer_module.memory_format_for(config, cpu) == torch.channels_last
+    assert optimizer_module.memory_format_for(replace(config, memory_format="contiguous"), cpu) == torch.contiguous_format
+    assert optimizer_module.memory_format_for(config, torch.device("mps")) == torch.contiguous_format
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from .kernel_step import delta_kernel, estimate_kernel
 from .losses import ssim, total_variation
 from .network import SelfMSNet, canvas_size, scale_level
 
-__all__ = ["OptimizerState", "WarmStart", "optimize"]
+__all__ = ["OptimizerState", "WarmStart", "memory_format_for", "optimize"]
 
 # Iterations between in-memory checkpoints the divergence guard can roll back to.
 _CHECKPOINT_EVERY = 50
@@ -95,7 +95,8 @@ def _autocast_dtype(config: SolverConfig, device: torch.device) -> torch.dtype |
     return torch.bfloat16 if config.amp == "bf16" else torch.float16
 
 
-def _memory_format(config: SolverConfig, device: torch.device) -> torch.memory_format:
+def memory_format_for(config: SolverConfig, device: torch.device) -> torch.memory_format:
+    """The layout of the generator's feature maps on ``device`` (``config.memory_format`` with "auto" resolved)."""
     # channels_last feeds the tensor cores on CUDA and oneDNN's blocked convolutions on CPU
     # (1.1-1.18x per iteration for the fast preset, docs/benchmarks.md); MPS is left as it is.
     if config.memory_format == "channels_last" or (
@@ -171,7 +172,7 @@ def optimize(
     canvas = canvas_size(padded, config.scales, depth)
     targets = [downsample(observation, g.image) for g in geometry]
     fresh = warm_start is None
-    memory_format = _memory_format(config, device)
+    memory_format = memory_format_for(config, device)
     autocast_dtype = _autocast_dtype(config, device)
 
     generator = torch.Generator(device=device).manual_seed(seed)

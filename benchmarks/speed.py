@@ -97,7 +97,7 @@ from _speed_report import FAITHFUL, markdown_summary, sweep_ratios, switch_compa
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.config import SolverConfig
 from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.optimizer import memory_format_for
+from napari_selfmsnet.core.optimizer import autocast_dtype_for, memory_format_for
 from napari_selfmsnet.core.regions import AUTO_REGION_THRESHOLD
 from napari_selfmsnet.core.validation import check_kernel_size
 
@@ -123,12 +123,16 @@ def config_names() -> list[str]:
     return [FAITHFUL, *PRESETS]
 
 
+_AMP_NAMES = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def effective_settings(config: SolverConfig, device_type: str, cudnn_benchmark: bool | None) -> dict:
     """The speed settings a run really uses on ``device_type`` ("auto" resolved)."""
     cuda = device_type == "cuda"
-    amp = "off" if config.amp == "auto" and not cuda else config.amp
-    # The engine's own rule, so a case is labelled (and deduplicated) by what it really runs.
-    channels_last = memory_format_for(config, torch.device(device_type)) == torch.channels_last
+    device = torch.device(device_type)
+    # The engine's own rules, so a case is labelled (and deduplicated) by what it really runs.
+    amp = _AMP_NAMES[autocast_dtype_for(config, device)]
+    channels_last = memory_format_for(config, device) == torch.channels_last
     memory = "channels_last" if channels_last else "contiguous"
     return {
         "amp": amp,

@@ -114,7 +114,7 @@ def test_auto_switches_on_cpu():
     # Reduced precision is not faster on CPU; channels_last is (docs/benchmarks.md).
     config = SolverConfig()
     cpu = torch.device("cpu")
-    assert optimizer_module._autocast_dtype(config, cpu) is None
+    assert optimizer_module.autocast_dtype_for(config, cpu) is None
     assert optimizer_module.memory_format_for(config, cpu) == torch.channels_last
     assert optimizer_module.memory_format_for(replace(config, memory_format="contiguous"), cpu) == torch.contiguous_format
     assert optimizer_module.memory_format_for(config, torch.device("mps")) == torch.contiguous_format

@@ -21,7 +21,7 @@ from .kernel_step import delta_kernel, estimate_kernel
 from .losses import ssim, total_variation
 from .network import SelfMSNet, canvas_size, scale_level
 
-__all__ = ["OptimizerState", "WarmStart", "memory_format_for", "optimize"]
+__all__ = ["OptimizerState", "WarmStart", "autocast_dtype_for", "memory_format_for", "optimize"]
 
 # Iterations between in-memory checkpoints the divergence guard can roll back to.
 _CHECKPOINT_EVERY = 50
@@ -86,7 +86,7 @@ def _lr_at(config: SolverConfig, iteration: int) -> float:
     return config.lr * 0.5**drops
 
 
-def _autocast_dtype(config: SolverConfig, device: torch.device) -> torch.dtype | None:
+def autocast_dtype_for(config: SolverConfig, device: torch.device) -> torch.dtype | None:
     """The reduced precision of the generator pass, or None for float32."""
     if config.amp == "off" or (config.amp == "auto" and device.type != "cuda"):
         return None
@@ -173,7 +173,7 @@ def optimize(
     targets = [downsample(observation, g.image) for g in geometry]
     fresh = warm_start is None
     memory_format = memory_format_for(config, device)
-    autocast_dtype = _autocast_dtype(config, device)
+    autocast_dtype = autocast_dtype_for(config, device)
 
     generator = torch.Generator(device=device).manual_seed(seed)
     # Weight initialisation uses the global RNG; fork it so the caller's RNG state is untouched.

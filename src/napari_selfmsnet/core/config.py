@@ -45,7 +45,11 @@ class SolverConfig:
         full-scale kernel before the last deconvolution; ``refine_weights``: the sparse prior's
         weight in those rounds' deconvolutions, ``(first, last)``, decayed geometrically
         between them (a strong prior first keeps only salient edges, which steer a poor kernel
-        out of its local minimum; the last matches the final deconvolution); ``headroom``: the deblurred image may exceed the blurred image's intensity range by
+        out of its local minimum; the last matches the final deconvolution);
+        ``refine_support_factor``: the support-threshold factor of the polish rounds' kernel
+        steps (``None``: the finest scale's); the polish solves from a sharp image, so it can
+        keep faint kernel trails that the generator stage must cut; ``headroom``: the
+        deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
     Speed (results do not depend on these beyond rounding, except ``kernel_every``)
@@ -83,6 +87,7 @@ class SolverConfig:
     final: Literal["generator", "nonblind"] = "generator"
     refine_rounds: int = 0
     refine_weights: tuple[float, float] = (4e-3, 2e-4)
+    refine_support_factor: float | None = None
     preview_every: int = 10
     kernel_every: int = 1
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
@@ -112,6 +117,8 @@ class SolverConfig:
             )
         if len(self.refine_weights) != 2 or any(not (w > 0) for w in self.refine_weights):
             raise ValueError(f"refine_weights must be two positive weights (first, last), got {self.refine_weights}")
+        if self.refine_support_factor is not None and not (self.refine_support_factor > 0):
+            raise ValueError(f"refine_support_factor must be positive or None, got {self.refine_support_factor}")
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
 
@@ -147,6 +154,7 @@ _FAST = SolverConfig(
     support_factors=(2.0, 2.0, 2.0, 2.0),
     final="nonblind",
     refine_rounds=10,
+    refine_support_factor=4.0,
 )
 
 PRESETS: dict[str, SolverConfig] = {

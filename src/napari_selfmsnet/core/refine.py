@@ -21,7 +21,7 @@ from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
 from .validation import to_channels_first
 
-__all__ = ["polish_kernel", "polish_weights", "center_kernel"]
+__all__ = ["polish_kernel", "polish_support_factor", "polish_weights", "center_kernel"]
 
 
 def center_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -57,6 +57,14 @@ def polish_weights(config: SolverConfig) -> np.ndarray:
     return np.geomspace(first, last, config.refine_rounds)
 
 
+def polish_support_factor(config: SolverConfig) -> float:
+    """The support-threshold factor of the polish rounds: ``config.refine_support_factor``,
+    or the finest scale's factor when that is ``None``."""
+    if config.refine_support_factor is not None:
+        return config.refine_support_factor
+    return config.support_factor(len(config.scales) - 1)
+
+
 def polish_kernel(
     observation: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
 ) -> np.ndarray:
@@ -78,7 +86,7 @@ def polish_kernel(
             tuple(kernel.shape),
             lam=config.kernel_lambda,
             gamma=config.centroid_weight,
-            support_factor=config.support_factor(len(config.scales) - 1),
+            support_factor=polish_support_factor(config),
             prune_fraction=config.prune_fraction,
             edge_percentile=percentile,
         )

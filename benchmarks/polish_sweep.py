@@ -1,0 +1,134 @@
+"""Finishing-stage variants on fixed generator kernels: what the polish alone is worth.
+
+The generator stage is nearly all of a run's time (about 50-100 s per Levin image on one CPU
+core); the polish rounds and the final deconvolution take seconds, and a short generator run is
+sensitive to rounding, so comparing polish settings through full runs mixes the two. Here the
+generator stage runs once per Levin image (``deblur`` with ``refine_rounds=0``: its kernel,
+centred, saved under ``--cache``; reused by later sweeps), then the same kernel is polished
+under every ``--variant`` (``SolverConfig`` fields changed from the preset, e.g.
+``refine_support_factor=4`` or ``refine_rounds=8;refine_weights=(2e-4,2e-4)``) and the input is
+deconvolved with the result, as ``deblur`` finishes a ``final="nonblind"`` run, and scored by
+the Levin protocol. Whatever is chosen from such a table is in-sample; a full ``levin.py`` run
+is the test.
+
+Example::
+
+    python benchmarks/polish_sweep.py --preset balanced --images "im*_kernel7" --threads 1 \
+        --variant refine_support_factor=2 --variant refine_support_factor=4 \
+        --cache results/polish_cache --out results/polish_sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import DATA_ROOT, machine_info, mean, write_json
+
+from napari_selfmsnet import PRESETS, deblur
+from napari_selfmsnet.core.devices import resolve_device
+from napari_selfmsnet.core.metrics import LevinCase, levin_scores, list_levin_cases, load_levin_case
+from napari_selfmsnet.core.nonblind import deconvolve
+from napari_selfmsnet.core.refine import polish_kernel
+from napari_selfmsnet.core.validation import IntensityMap
+
+
+def parse_variant(text: str) -> dict:
+    """``"a=1;b=(2, 3)"`` -> ``{"a": 1, "b": (2, 3)}``, checked against ``SolverConfig``'s fields."""
+    names = {f.name for f in fields(PRESETS["fast"])}
+    changes = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in names:
+            raise ValueError(f"variant item {item!r} is not FIELD=VALUE with a SolverConfig field")
+        changes[name.strip()] = ast.literal_eval(value.strip())
+    return changes
+
+
+def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.device) -> np.ndarray:
+    """The preset's generator-stage kernel for ``case`` (centred), from the cache or computed."""
+    iterations = args.iterations or PRESETS[args.preset].iterations
+    path = args.cache / f"{args.preset}_{iterations}it_seed{args.seed}_{case.name}.npy"
+    if path.exists():
+        return np.load(path)
+    config = replace(PRESETS[args.preset], refine_rounds=0, iterations=iterations)
+    result = deblur(
+        case.blurred.astype(np.float32), case.kernel.shape, preset=config, device=str(device), seed=args.seed
+    )
+    args.cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, result.kernel)
+    print(f"{case.name}: generator stage {result.elapsed_s:.1f} s, cached", file=sys.stderr, flush=True)
+    return result.kernel
+
+
+def finish(case: LevinCase, kernel: np.ndarray, config, device: torch.device) -> dict:
+    """Polish ``kernel`` and deconvolve under ``config`` in ``deblur``'s normalised units; score."""
+    intensity = IntensityMap.fit(case.blurred.astype(np.float32), config.headroom)
+    unit = intensity.to_unit(case.blurred.astype(np.float32))
+    polished = polish_kernel(unit, kernel, config, device)
+    image = intensity.to_input_units(deconvolve(unit, polished, method="sparse", device=device))
+    return levin_scores(np.clip(image.astype(np.float64), 0, 1), case.sharp, kernel=polished, true_kernel=case.kernel)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA_ROOT / "levin")
+    parser.add_argument("--images", default="im*_kernel*", help="glob on the case names (default: all 32)")
+    parser.add_argument("--preset", default="balanced", choices=sorted(PRESETS))
+    parser.add_argument("--variant", action="append", default=[], help="FIELD=VALUE[;FIELD=VALUE]; repeatable")
+    parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cache", type=Path, required=True, help="folder for the generator-stage kernels")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    variants = {label: parse_variant(label) for label in (args.variant or ["refine_rounds=10"])}
+    cases = list_levin_cases(args.data, args.images)
+    if not cases:
+        print(f"no case matches {args.images!r} under {args.data}", file=sys.stderr)
+        return 2
+    payload = {
+        "benchmark": "polish_sweep",
+        "run": {
+            "preset": args.preset,
+            "iterations": args.iterations,
+            "seed": args.seed,
+            "images": args.images,
+            "variants": list(variants),
+        },
+        "machine": machine_info(device),
+        "images": [],
+        "summary": {},
+    }
+    for i, j in cases:
+        case = load_levin_case(args.data, i, j)
+        kernel = generator_kernel(case, args, device)
+        record = {"name": case.name}
+        for label, changes in variants.items():
+            record[label] = finish(case, kernel, replace(PRESETS[args.preset], **changes), device)
+        payload["images"].append(record)
+        payload["summary"] = {
+            label: {
+                "psnr": mean(r[label]["psnr"] for r in payload["images"]),
+                "kernel_similarity": mean(r[label]["kernel_similarity"] for r in payload["images"]),
+            }
+            for label in variants
+        }
+        write_json(args.out, payload)
+        print(case.name, "  ".join(f"{label}: {record[label]['psnr']:.2f}" for label in variants), flush=True)
+    for label, s in payload["summary"].items():
+        print(f"mean over {len(payload['images'])}: {label}: PSNR {s['psnr']:.2f} ksim {s['kernel_similarity']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

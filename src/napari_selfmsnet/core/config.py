@@ -161,10 +161,11 @@ PRESETS: dict[str, SolverConfig] = {
     # Measured on Levin's 32 images, 255 x 255, one CPU core each (docs/benchmarks.md): a
     # narrow network and a short run find the kernel's extent; a stronger kernel regulariser
     # and a harder support threshold keep it compact; the sparse non-blind polish, from a
-    # strong prior to a weak one, sharpens both and rescues runs that ended in a poor kernel.
-    # 120 iterations: 30.39 dB in 51 s per image.
+    # strong prior to a weak one and with a looser threshold that keeps faint trails,
+    # sharpens both and rescues runs that ended in a poor kernel.
+    # 120 iterations: 31.38 dB in about a minute per image (47-72 s).
     "fast": _FAST,
-    # The same with 250 iterations: 30.83 dB in 107.5 s per image.
+    # The same with 250 iterations: 32.50 dB in about two minutes per image.
     "balanced": replace(_FAST, iterations=250),
     # The paper's settings: 128 channels, 2000 iterations.
     "quality": SolverConfig(),

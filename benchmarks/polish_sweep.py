@@ -33,8 +33,7 @@ from _common import DATA_ROOT, machine_info, mean, write_json
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.core.devices import resolve_device
 from napari_selfmsnet.core.metrics import LevinCase, levin_scores, list_levin_cases, load_levin_case
-from napari_selfmsnet.core.nonblind import deconvolve
-from napari_selfmsnet.core.refine import polish_kernel
+from napari_selfmsnet.core.refine import finish_with_kernel
 from napari_selfmsnet.core.validation import IntensityMap
 
 
@@ -67,11 +66,11 @@ def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.de
 
 
 def finish(case: LevinCase, kernel: np.ndarray, config, device: torch.device) -> dict:
-    """Polish ``kernel`` and deconvolve under ``config`` in ``deblur``'s normalised units; score."""
+    """Finish ``kernel`` under ``config`` as ``deblur`` does, in its normalised units; score."""
     intensity = IntensityMap.fit(case.blurred.astype(np.float32), config.headroom)
     unit = intensity.to_unit(case.blurred.astype(np.float32))
-    polished = polish_kernel(unit, kernel, config, device)
-    image = intensity.to_input_units(deconvolve(unit, polished, method="sparse", device=device))
+    polished, sharp = finish_with_kernel(unit, unit, kernel, config, device)
+    image = intensity.to_input_units(sharp)
     return levin_scores(np.clip(image.astype(np.float64), 0, 1), case.sharp, kernel=polished, true_kernel=case.kernel)
 
 

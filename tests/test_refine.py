@@ -6,7 +6,14 @@ import torch
 
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import valid_convolve
-from napari_selfmsnet.core.refine import center_kernel, polish_kernel, polish_support_factor, polish_weights
+from napari_selfmsnet.core.nonblind import deconvolve
+from napari_selfmsnet.core.refine import (
+    center_kernel,
+    finish_with_kernel,
+    polish_kernel,
+    polish_support_factor,
+    polish_weights,
+)
 from napari_selfmsnet.core.synth import motion_kernel
 from napari_selfmsnet.metrics import kernel_similarity
 
@@ -92,3 +99,18 @@ def test_polish_support_factor_defaults_to_the_finest_scale():
     assert polish_support_factor(unset) == 10.0
     with pytest.raises(ValueError, match="refine_support_factor"):
         replace(unset, refine_support_factor=0.0)
+
+
+def test_finish_polishes_only_with_final_nonblind_and_deconvolves_the_frame():
+    rng = np.random.default_rng(3)
+    frame = rng.random((40, 44)).astype(np.float32)
+    window = frame[4:36, 6:38]
+    kernel = motion_kernel(5, rng=2).astype(np.float32)
+    cpu = torch.device("cpu")
+    polish = replace(PRESETS["fast"], refine_rounds=2)
+    out_kernel, sharp = finish_with_kernel(window, frame, kernel, polish, cpu)
+    np.testing.assert_array_equal(out_kernel, polish_kernel(window, kernel, polish, cpu))
+    np.testing.assert_array_equal(sharp, deconvolve(frame, out_kernel, method="sparse", device=cpu))
+    # final="generator" (a region run of the paper's configuration): the kernel is used as it is.
+    kept, sharp = finish_with_kernel(window, frame, kernel, replace(polish, final="generator"), cpu)
+    assert kept is kernel and sharp.shape == frame.shape

@@ -11,9 +11,8 @@ import torch
 
 from .core.config import SolverConfig, resolve_config
 from .core.devices import device_name, release_memory, resolve_device
-from .core.nonblind import deconvolve
 from .core.optimizer import optimize
-from .core.refine import polish_kernel
+from .core.refine import finish_with_kernel
 from .core.regions import Region, resolve_region
 from .core.results import DeblurResult, Progress
 from .core.validation import (
@@ -155,11 +154,10 @@ def deblur(
         run.close()  # frees the network before the non-blind stage needs the device
         kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
         kernel /= kernel.sum()
-        if config.final == "nonblind":
-            kernel = polish_kernel(unit_window, kernel, config, run_device)
         if config.final == "nonblind" or not whole_frame:
             # The generator only ever saw the region; the frame is finished with the kernel.
-            image_out = intensity.to_input_units(deconvolve(unit, kernel, method="sparse", device=run_device))
+            kernel, sharp = finish_with_kernel(unit_window, unit, kernel, config, run_device)
+            image_out = intensity.to_input_units(sharp)
         else:
             image_out = to_output(state.image)
     finally:

@@ -21,7 +21,7 @@ from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
 from .validation import to_channels_first
 
-__all__ = ["polish_kernel", "polish_support_factor", "polish_weights", "center_kernel"]
+__all__ = ["center_kernel", "finish_with_kernel", "polish_kernel", "polish_support_factor", "polish_weights"]
 
 
 def center_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -94,3 +94,17 @@ def polish_kernel(
             break
         kernel = center_kernel(k.cpu().numpy().astype(np.float32))
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+def finish_with_kernel(
+    window: np.ndarray, frame: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """The non-blind finish of a run: polish ``kernel`` on ``window`` (with ``final="nonblind"``),
+    then deconvolve the whole ``frame`` with it by the sparse solver.
+
+    ``window`` and ``frame`` are in normalised units (``window`` is the part of ``frame`` the
+    blind fit saw, or all of it). Returns ``(kernel, deblurred frame)``, both float32.
+    """
+    if config.final == "nonblind":
+        kernel = polish_kernel(window, kernel, config, device)
+    return kernel, deconvolve(frame, kernel, method="sparse", device=device)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -16,11 +18,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_selfmsnet import io
+from napari_selfmsnet import PRESETS, io
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shared data folder sits next to the repository (never copied into it).
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+
+
+def parse_config_changes(text: str) -> dict:
+    """``"a=1;b=(2, 3)"`` -> ``{"a": 1, "b": (2, 3)}``, checked against ``SolverConfig``'s fields."""
+    names = {f.name for f in dataclasses.fields(PRESETS["fast"])}
+    changes = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in names:
+            raise ValueError(f"{item!r} is not FIELD=VALUE with a SolverConfig field")
+        changes[name.strip()] = ast.literal_eval(value.strip())
+    return changes
 
 
 def cpu_model() -> str:

@@ -15,6 +15,7 @@ Examples
 python benchmarks/levin.py --preset fast --out results/levin_fast.json --markdown results/levin_fast.md
 python benchmarks/levin.py --baseline true-kernel --out results/levin_nonblind.json
 python benchmarks/levin.py --preset fast --images "im1_kernel*" --iterations 50 --out /tmp/quick.json
+python benchmarks/levin.py --preset quality --set "amp='bf16'" --images im1_kernel3 --out results/q.json
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, machine_info, mean, peak_memory, reset_peak_memory, write_json, write_text
+from _common import (
+    DATA_ROOT, machine_info, mean, parse_config_changes, peak_memory, reset_peak_memory, write_json, write_text,
+)  # fmt: skip
 
+from napari_selfmsnet import PRESETS, SolverConfig
 from napari_selfmsnet.core.devices import resolve_device
 from napari_selfmsnet.core.metrics import LevinCase, levin_scores, list_levin_cases, load_levin_case
 from napari_selfmsnet.core.nonblind import DEFAULT_ITERATIONS, DEFAULT_WEIGHTS, deconvolve
@@ -43,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="fast", help="deblur preset (default: %(default)s)")
     parser.add_argument("--method", default="self-msnet", help="deblur method (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
+    parser.add_argument(
+        "--set", dest="changes", type=parse_config_changes, action="append", default=[], metavar="FIELD=VALUE",
+        help="change SolverConfig fields of the preset, e.g. \"amp='bf16'\" (repeatable; FIELD=VALUE;FIELD=VALUE)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -53,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     parser.add_argument("--markdown", type=Path, default=None, help="also write a markdown table here")
     return parser.parse_args(argv)
+
+
+def preset_of(args: argparse.Namespace) -> str | SolverConfig:
+    """The preset's name, or its SolverConfig with the ``--set`` changes applied."""
+    changes = {name: value for item in args.changes for name, value in item.items()}
+    return replace(PRESETS[args.preset], **changes) if changes else args.preset
 
 
 def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) -> dict:
@@ -76,7 +91,7 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         from napari_selfmsnet import deblur
 
         result = deblur(
-            case.blurred.astype(np.float32), case.kernel.shape, method=args.method, preset=args.preset,
+            case.blurred.astype(np.float32), case.kernel.shape, method=args.method, preset=preset_of(args),
             iterations=args.iterations, device=str(device), seed=args.seed,
         )  # fmt: skip
         image, kernel = np.clip(result.image.astype(np.float64), 0, 1), result.kernel
@@ -171,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "levin",
         "run": {
             "method": args.method, "preset": args.preset, "iterations": args.iterations, "seed": args.seed,
+            "changes": {name: value for item in args.changes for name, value in item.items()},
             "baseline": args.baseline, "images": args.images, "data": str(args.data),
             "reference": {"method": REFERENCE_METHOD, "weight": DEFAULT_WEIGHTS[REFERENCE_METHOD],
                           "iterations": DEFAULT_ITERATIONS[REFERENCE_METHOD]},

@@ -21,32 +21,19 @@ Example::
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, machine_info, mean, write_json
+from _common import DATA_ROOT, machine_info, mean, parse_config_changes, write_json
 
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.core.devices import resolve_device
 from napari_selfmsnet.core.metrics import LevinCase, levin_scores, list_levin_cases, load_levin_case
 from napari_selfmsnet.core.refine import finish_with_kernel
 from napari_selfmsnet.core.validation import IntensityMap
-
-
-def parse_variant(text: str) -> dict:
-    """``"a=1;b=(2, 3)"`` -> ``{"a": 1, "b": (2, 3)}``, checked against ``SolverConfig``'s fields."""
-    names = {f.name for f in fields(PRESETS["fast"])}
-    changes = {}
-    for item in filter(None, (part.strip() for part in text.split(";"))):
-        name, sep, value = item.partition("=")
-        if not sep or name.strip() not in names:
-            raise ValueError(f"variant item {item!r} is not FIELD=VALUE with a SolverConfig field")
-        changes[name.strip()] = ast.literal_eval(value.strip())
-    return changes
 
 
 def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.device) -> np.ndarray:
@@ -90,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    variants = {label: parse_variant(label) for label in (args.variant or ["refine_rounds=10"])}
+    variants = {label: parse_config_changes(label) for label in (args.variant or ["refine_rounds=10"])}
     cases = list_levin_cases(args.data, args.images)
     if not cases:
         print(f"no case matches {args.images!r} under {args.data}", file=sys.stderr)

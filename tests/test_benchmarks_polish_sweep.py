@@ -23,14 +23,14 @@ def sweep():
 
 
 def test_variants_parse_to_config_fields(sweep):
-    assert sweep.parse_variant("refine_support_factor=4; refine_weights=(2e-4, 2e-4)") == {
+    assert sweep.parse_config_changes("refine_support_factor=4; refine_weights=(2e-4, 2e-4)") == {
         "refine_support_factor": 4,
         "refine_weights": (2e-4, 2e-4),
     }
     with pytest.raises(ValueError, match="not FIELD=VALUE"):
-        sweep.parse_variant("support=4")
+        sweep.parse_config_changes("support=4")
     with pytest.raises(ValueError, match="not FIELD=VALUE"):
-        sweep.parse_variant("refine_rounds")
+        sweep.parse_config_changes("refine_rounds")
 
 
 @pytest.mark.skipif(not LEVIN.is_dir(), reason=f"Levin data not found at {LEVIN}")

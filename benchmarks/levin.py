@@ -29,7 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import (
-    DATA_ROOT, machine_info, mean, parse_config_changes, peak_memory, reset_peak_memory, write_json, write_text,
+    DATA_ROOT,
+    machine_info,
+    mean,
+    parse_config_changes,
+    peak_memory,
+    reset_peak_memory,
+    write_json,
+    write_text,
 )  # fmt: skip
 
 from napari_selfmsnet import PRESETS, SolverConfig

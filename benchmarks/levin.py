@@ -37,7 +37,7 @@ from _common import (
     reset_peak_memory,
     write_json,
     write_text,
-)  # fmt: skip
+)
 
 from napari_selfmsnet import PRESETS, SolverConfig
 from napari_selfmsnet.core.devices import resolve_device

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import contextlib
 import dataclasses
@@ -32,7 +33,8 @@ def parse_config_changes(text: str) -> dict:
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, sep, value = item.partition("=")
         if not sep or name.strip() not in names:
-            raise ValueError(f"{item!r} is not FIELD=VALUE with a SolverConfig field")
+            # ArgumentTypeError: argparse then shows this message instead of "invalid value".
+            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE with a SolverConfig field")
         changes[name.strip()] = ast.literal_eval(value.strip())
     return changes
 

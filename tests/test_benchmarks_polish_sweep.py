@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -27,9 +28,9 @@ def test_variants_parse_to_config_fields(sweep):
         "refine_support_factor": 4,
         "refine_weights": (2e-4, 2e-4),
     }
-    with pytest.raises(ValueError, match="not FIELD=VALUE"):
+    with pytest.raises(argparse.ArgumentTypeError, match="not FIELD=VALUE"):
         sweep.parse_config_changes("support=4")
-    with pytest.raises(ValueError, match="not FIELD=VALUE"):
+    with pytest.raises(argparse.ArgumentTypeError, match="not FIELD=VALUE"):
         sweep.parse_config_changes("refine_rounds")
 
 

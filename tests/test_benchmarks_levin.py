@@ -1,0 +1,47 @@
+"""``benchmarks/levin.py``: a tiny run on one Levin image, with preset changes from ``--set``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
+
+
+def levin(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(BENCHMARKS / "levin.py"), "--threads", "1", *args]
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(not LEVIN.is_dir(), reason=f"Levin data not found at {LEVIN}")
+def test_tiny_run_applies_the_set_changes_and_scores_the_image(tmp_path):
+    out, table = tmp_path / "levin.json", tmp_path / "levin.md"
+    done = levin(
+        "--images", "im1_kernel5", "--preset", "quality", "--set", "iterations=3;width=8", "--set", "amp='bf16'",
+        "--out", str(out), "--markdown", str(table),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["run"]["preset"] == "quality"
+    assert report["run"]["changes"] == {"iterations": 3, "width": 8, "amp": "bf16"}
+    (record,) = report["images"]
+    assert record["name"] == "im1_kernel5"
+    assert record["result"]["iterations"] == 3
+    assert 5 < record["result"]["psnr"] < 45
+    assert 0 < record["result"]["kernel_similarity"] <= 1
+    # The anchors do not depend on the method: the blurred input and the true-kernel reference.
+    assert record["true_kernel"]["psnr"] > record["blurred"]["psnr"] > 20
+    assert report["summary"]["psnr"] == pytest.approx(record["result"]["psnr"])
+    assert "im1_kernel5" in table.read_text()
+
+
+def test_a_set_that_names_no_config_field_is_refused(tmp_path):
+    done = levin("--set", "support=4", "--out", str(tmp_path / "never.json"))
+    assert done.returncode == 2
+    assert "'support=4' is not FIELD=VALUE with a SolverConfig field" in done.stderr
+    assert not (tmp_path / "never.json").exists()

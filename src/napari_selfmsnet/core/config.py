@@ -58,7 +58,8 @@ class SolverConfig:
         generator's forward and backward pass (``"auto"``: bfloat16 on CUDA GPUs that support
         it, else float16; off on CPU and MPS, where it is not faster); the kernel step and the
         loss always run in float32; ``memory_format``: ``"channels_last"`` lays feature maps
-        out for the tensor cores (``"auto"``: on CUDA only); ``compile``: ``torch.compile``
+        out for the tensor cores and for oneDNN's convolutions (``"auto"``: on CUDA and CPU,
+        not on MPS); ``compile``: ``torch.compile``
         the generator (pays off on long GPU runs; the first iterations then include
         compilation).
     """

@@ -68,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     parser.add_argument("--markdown", type=Path, default=None, help="also write a markdown table here")
+    parser.add_argument(
+        "--save", type=Path, default=None, metavar="DIR",
+        help="also keep each result's image and kernel here (NAME.npz), e.g. to finish a long run's kernel differently",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -104,6 +108,9 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         image, kernel = np.clip(result.image.astype(np.float64), 0, 1), result.kernel
         seconds, iterations = result.elapsed_s, result.iterations_run
     scores = levin_scores(image, case.sharp, reference=reference, kernel=kernel, true_kernel=case.kernel)
+    if args.save is not None and args.baseline is None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.save / f"{case.name}.npz", image=result.image, kernel=result.kernel)
     record["result"] = {
         **scores,
         "seconds": seconds,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -23,7 +24,7 @@ def test_tiny_run_applies_the_set_changes_and_scores_the_image(tmp_path):
     out, table = tmp_path / "levin.json", tmp_path / "levin.md"
     done = levin(
         "--images", "im1_kernel5", "--preset", "quality", "--set", "iterations=3;width=8", "--set", "amp='bf16'",
-        "--out", str(out), "--markdown", str(table),
+        "--out", str(out), "--markdown", str(table), "--save", str(tmp_path / "saved"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
@@ -38,6 +39,10 @@ def test_tiny_run_applies_the_set_changes_and_scores_the_image(tmp_path):
     assert record["true_kernel"]["psnr"] > record["blurred"]["psnr"] > 20
     assert report["summary"]["psnr"] == pytest.approx(record["result"]["psnr"])
     assert "im1_kernel5" in table.read_text()
+    with np.load(tmp_path / "saved" / "im1_kernel5.npz") as saved:
+        assert saved["image"].shape == (255, 255)
+        assert saved["kernel"].shape == tuple(record["kernel_size"])
+        assert saved["kernel"].sum() == pytest.approx(1, abs=1e-5)
 
 
 def test_a_set_that_names_no_config_field_is_refused(tmp_path):

@@ -72,13 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--save", type=Path, default=None, metavar="DIR",
         help="also keep each result's image and kernel here (NAME.npz), e.g. to finish a long run's kernel differently",
     )  # fmt: skip
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.changes = {name: value for item in args.changes for name, value in item.items()}
+    return args
 
 
 def preset_of(args: argparse.Namespace) -> str | SolverConfig:
     """The preset's name, or its SolverConfig with the ``--set`` changes applied."""
-    changes = {name: value for item in args.changes for name, value in item.items()}
-    return replace(PRESETS[args.preset], **changes) if changes else args.preset
+    return replace(PRESETS[args.preset], **args.changes) if args.changes else args.preset
 
 
 def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) -> dict:
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "levin",
         "run": {
             "method": args.method, "preset": args.preset, "iterations": args.iterations, "seed": args.seed,
-            "changes": {name: value for item in args.changes for name, value in item.items()},
+            "changes": args.changes,
             "baseline": args.baseline, "images": args.images, "data": str(args.data),
             "reference": {"method": REFERENCE_METHOD, "weight": DEFAULT_WEIGHTS[REFERENCE_METHOD],
                           "iterations": DEFAULT_ITERATIONS[REFERENCE_METHOD]},

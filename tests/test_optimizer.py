@@ -111,7 +111,8 @@ def test_speed_switches_keep_the_result(observation, changes):
 
 
 def test_auto_switches_on_cpu():
-    # Reduced precision is not faster on CPU; channels_last is (docs/benchmarks.md).
+    # Reduced precision stays opt-in on CPU (faster only with AMX, its effect on results there
+    # unmeasured); channels_last is faster (docs/benchmarks.md).
     config = SolverConfig()
     cpu = torch.device("cpu")
     assert optimizer_module.autocast_dtype_for(config, cpu) is None

@@ -72,8 +72,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--save", type=Path, default=None, metavar="DIR",
         help="also keep each result's image and kernel here (NAME.npz), e.g. to finish a long run's kernel differently",
     )  # fmt: skip
+    parser.add_argument(
+        "--trace", type=int, default=None, metavar="N",
+        help="also score the run's current image and kernel every N iterations (a multiple of the preset's "
+             "preview_every), to see where a long run peaks",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.changes = {name: value for item in args.changes for name, value in item.items()}
+    if args.trace is not None:
+        every = replace(PRESETS[args.preset], **args.changes).preview_every if args.preset in PRESETS else 1
+        if args.trace < 1 or args.trace % every:
+            parser.error(f"--trace must be a positive multiple of preview_every ({every}), got {args.trace}")
     return args
 
 
@@ -102,10 +111,23 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
     else:
         from napari_selfmsnet import deblur
 
+        trace: list[dict] = []
+
+        def score_preview(progress) -> None:
+            # The previews are what the run holds at that iteration: the generator's image
+            # and the current kernel, before any final deconvolution.
+            if args.trace and progress.iteration % args.trace == 0 and progress.image is not None:
+                preview = np.clip(progress.image.astype(np.float64), 0, 1)
+                scores = levin_scores(preview, case.sharp, kernel=progress.kernel, true_kernel=case.kernel)
+                trace.append({"iteration": progress.iteration, "loss": progress.loss, **scores})
+
         result = deblur(
             case.blurred.astype(np.float32), case.kernel.shape, method=args.method, preset=preset_of(args),
             iterations=args.iterations, device=str(device), seed=args.seed,
+            callback=score_preview if args.trace else None,
         )  # fmt: skip
+        if args.trace:
+            record["trace"] = trace
         image, kernel = np.clip(result.image.astype(np.float64), 0, 1), result.kernel
         seconds, iterations = result.elapsed_s, result.iterations_run
     scores = levin_scores(image, case.sharp, reference=reference, kernel=kernel, true_kernel=case.kernel)

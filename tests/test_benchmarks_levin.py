@@ -1,4 +1,4 @@
-"""``benchmarks/levin.py``: a tiny run on one Levin image, with preset changes from ``--set``."""
+"""``benchmarks/levin.py``: a tiny run on one Levin image, with preset changes from ``--set`` and a trace."""
 
 from __future__ import annotations
 
@@ -23,16 +23,21 @@ def levin(*args: str) -> subprocess.CompletedProcess:
 def test_tiny_run_applies_the_set_changes_and_scores_the_image(tmp_path):
     out, table = tmp_path / "levin.json", tmp_path / "levin.md"
     done = levin(
-        "--images", "im1_kernel5", "--preset", "quality", "--set", "iterations=3;width=8", "--set", "amp='bf16'",
+        "--images", "im1_kernel5", "--preset", "quality", "--set", "iterations=6;width=8;preview_every=2",
+        "--set", "amp='bf16'", "--trace", "2",
         "--out", str(out), "--markdown", str(table), "--save", str(tmp_path / "saved"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["run"]["preset"] == "quality"
-    assert report["run"]["changes"] == {"iterations": 3, "width": 8, "amp": "bf16"}
+    assert report["run"]["changes"] == {"iterations": 6, "width": 8, "preview_every": 2, "amp": "bf16"}
     (record,) = report["images"]
     assert record["name"] == "im1_kernel5"
-    assert record["result"]["iterations"] == 3
+    assert record["result"]["iterations"] == 6
+    # Scored along the way; the last iteration is the result itself, not a trace point.
+    assert [point["iteration"] for point in record["trace"]] == [2, 4]
+    for point in record["trace"]:
+        assert 5 < point["psnr"] < 45 and 0 < point["kernel_similarity"] <= 1 and point["loss"] > 0
     assert 5 < record["result"]["psnr"] < 45
     assert 0 < record["result"]["kernel_similarity"] <= 1
     # The anchors do not depend on the method: the blurred input and the true-kernel reference.
@@ -50,3 +55,10 @@ def test_a_set_that_names_no_config_field_is_refused(tmp_path):
     assert done.returncode == 2
     assert "'support=4' is not FIELD=VALUE with a SolverConfig field" in done.stderr
     assert not (tmp_path / "never.json").exists()
+
+
+def test_a_trace_between_previews_is_refused(tmp_path):
+    # Previews come every preview_every iterations; a trace step between them would never fire.
+    done = levin("--preset", "fast", "--trace", "15", "--out", str(tmp_path / "never.json"))
+    assert done.returncode == 2
+    assert "--trace must be a positive multiple of preview_every (10), got 15" in done.stderr

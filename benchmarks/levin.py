@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA_ROOT / "levin", help="folder with imI_kernelJ_img.png and gt/ (default: %(default)s)")
     parser.add_argument("--images", default="im*_kernel*", help='glob on the case names, e.g. "im1_kernel*" (default: all 32)')
-    parser.add_argument("--preset", default="fast", help="deblur preset (default: %(default)s)")
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="deblur preset (default: %(default)s)")
     parser.add_argument("--method", default="self-msnet", help="deblur method (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
     parser.add_argument(
@@ -80,15 +80,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.changes = {name: value for item in args.changes for name, value in item.items()}
     if args.trace is not None:
-        every = replace(PRESETS[args.preset], **args.changes).preview_every if args.preset in PRESETS else 1
+        every = config_of(args).preview_every
         if args.trace < 1 or args.trace % every:
             parser.error(f"--trace must be a positive multiple of preview_every ({every}), got {args.trace}")
     return args
 
 
+def config_of(args: argparse.Namespace) -> SolverConfig:
+    """The preset's SolverConfig with the ``--set`` changes applied."""
+    return replace(PRESETS[args.preset], **args.changes)
+
+
 def preset_of(args: argparse.Namespace) -> str | SolverConfig:
-    """The preset's name, or its SolverConfig with the ``--set`` changes applied."""
-    return replace(PRESETS[args.preset], **args.changes) if args.changes else args.preset
+    """The preset's name (recorded as such in the results), or with ``--set`` changes its SolverConfig."""
+    return config_of(args) if args.changes else args.preset
 
 
 def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) -> dict:

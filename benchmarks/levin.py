@@ -16,6 +16,7 @@ python benchmarks/levin.py --preset fast --out results/levin_fast.json --markdow
 python benchmarks/levin.py --baseline true-kernel --out results/levin_nonblind.json
 python benchmarks/levin.py --preset fast --images "im1_kernel*" --iterations 50 --out /tmp/quick.json
 python benchmarks/levin.py --preset quality --set "amp='bf16'" --images im1_kernel3 --out results/q.json
+python benchmarks/levin.py --preset quality --images im4_kernel6 --trace 100 --out results/q_trace.json
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         def score_preview(progress) -> None:
             # The previews are what the run holds at that iteration: the generator's image
             # and the current kernel, before any final deconvolution.
-            if args.trace and progress.iteration % args.trace == 0 and progress.image is not None:
+            if progress.iteration % args.trace == 0 and progress.image is not None:
                 preview = np.clip(progress.image.astype(np.float64), 0, 1)
                 scores = levin_scores(preview, case.sharp, kernel=progress.kernel, true_kernel=case.kernel)
                 trace.append({"iteration": progress.iteration, "loss": progress.loss, **scores})
@@ -134,12 +134,12 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         )  # fmt: skip
         if args.trace:
             record["trace"] = trace
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.save / f"{case.name}.npz", image=result.image, kernel=result.kernel)
         image, kernel = np.clip(result.image.astype(np.float64), 0, 1), result.kernel
         seconds, iterations = result.elapsed_s, result.iterations_run
     scores = levin_scores(image, case.sharp, reference=reference, kernel=kernel, true_kernel=case.kernel)
-    if args.save is not None and args.baseline is None:
-        args.save.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.save / f"{case.name}.npz", image=result.image, kernel=result.kernel)
     record["result"] = {
         **scores,
         "seconds": seconds,

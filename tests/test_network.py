@@ -48,14 +48,26 @@ def test_ssim_gradcheck(rng):
 
 
 def test_non_local_block_is_dot_product_attention_over_pooled_keys():
-    # Written out by hand: the block must stay this attention whatever kernel PyTorch picks.
+    # Written out by hand as the quadratic sum over all (query, key) pairs, divided by the
+    # number of keys: the factored form in the block must give the same.
     torch.manual_seed(0)
     block = NonLocalBlock(8).eval()
+    torch.nn.init.normal_(block.out[1].weight)  # past its identity start
     x = torch.randn(2, 8, 6, 10)
     q = block.theta(x).flatten(2).transpose(1, 2)
     pooled = torch.nn.functional.max_pool2d(x, 2)
     k = block.phi(pooled).flatten(2).transpose(1, 2)
     v = block.g(pooled).flatten(2).transpose(1, 2)
-    weights = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+    weights = q @ k.transpose(1, 2) / k.shape[1]
     expected = x + block.out((weights @ v).transpose(1, 2).reshape(2, 4, 6, 10))
     torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_non_local_block_starts_as_the_identity():
+    torch.manual_seed(0)
+    block = NonLocalBlock(8)
+    x = torch.randn(1, 8, 6, 10)
+    torch.testing.assert_close(block(x), x)
+    block(x).square().sum().backward()
+    # Identity at the start, yet trainable: the zero scale itself receives a gradient.
+    assert block.out[1].weight.grad.abs().sum() > 0

@@ -21,7 +21,7 @@ from .kernel_step import delta_kernel, estimate_kernel
 from .losses import ssim, total_variation
 from .network import SelfMSNet, canvas_size, scale_level
 
-__all__ = ["OptimizerState", "WarmStart", "autocast_dtype_for", "memory_format_for", "optimize"]
+__all__ = ["OptimizerState", "WarmStart", "autocast_dtype_for", "memory_format_for", "noise_inputs", "optimize"]
 
 # Iterations between in-memory checkpoints the divergence guard can roll back to.
 _CHECKPOINT_EVERY = 50
@@ -68,7 +68,7 @@ class OptimizerState:
     warm_start: WarmStart | None = None
 
 
-def _noise_inputs(
+def noise_inputs(
     geometry: list[ScaleGeometry], canvas: tuple[int, int], channels: int, generator: torch.Generator, device
 ) -> list[torch.Tensor]:
     """One noise draw at full canvas size, nearest-resized to each scale's canvas level."""
@@ -193,7 +193,7 @@ def optimize(
         inputs = [z.to(device) for z in warm_start.inputs]
         kernels = [k.to(device) for k in warm_start.kernels]
     else:
-        inputs = _noise_inputs(geometry, canvas, config.input_channels, generator, device)
+        inputs = noise_inputs(geometry, canvas, config.input_channels, generator, device)
         kernels = [delta_kernel(g.kernel, device=device) for g in geometry]
     net = net.to(device=device, memory_format=memory_format)
     inputs = [z.contiguous(memory_format=memory_format) for z in inputs]

@@ -165,13 +165,14 @@ PRESETS: dict[str, SolverConfig] = {
     # and a harder support threshold keep it compact; the sparse non-blind polish, from a
     # strong prior to a weak one and with a looser threshold that keeps faint trails,
     # sharpens both and rescues runs that ended in a poor kernel.
-    # 120 iterations: 31.38 dB in about a minute per image (47-72 s).
+    # 120 iterations: 31.51 dB in about a minute per image (49-57 s).
     "fast": _FAST,
     # The same with 250 iterations: 32.50 dB in about two minutes per image.
     "balanced": replace(_FAST, iterations=250),
     # The paper's settings: 128 channels, 2000 iterations, the generator's image as the result.
     # A known departure: the loss schedule (1 - SSIM for a quarter of the run, then MSE); the
-    # authors' 1 - SSIM throughout measured 1.3 dB lower on a Levin image (docs/benchmarks.md).
+    # authors' 1 - SSIM throughout measured 1.3 dB lower on a Levin image, with the former
+    # non-local block (docs/benchmarks.md).
     "quality": SolverConfig(),
 }
 

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
+from _benchmarks import needs_levin, run_script
 
 
 def generator_fit(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(BENCHMARKS / "generator_fit.py"), "--threads", "1", *args]
-    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    return run_script("generator_fit.py", "--threads", "1", *args)
 
 
-@pytest.mark.skipif(not LEVIN.is_dir(), reason=f"Levin data not found at {LEVIN}")
+@needs_levin
 def test_tiny_fit_reports_every_scale_and_improves(tmp_path):
     out = tmp_path / "fit.json"
     done = generator_fit(

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
+from _benchmarks import needs_levin, run_script
 
 
 def levin(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(BENCHMARKS / "levin.py"), "--threads", "1", *args]
-    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    return run_script("levin.py", "--threads", "1", *args)
 
 
-@pytest.mark.skipif(not LEVIN.is_dir(), reason=f"Levin data not found at {LEVIN}")
+@needs_levin
 def test_tiny_run_applies_the_set_changes_and_scores_the_image(tmp_path):
     out, table = tmp_path / "levin.json", tmp_path / "levin.md"
     done = levin(

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
+from _benchmarks import BENCHMARKS, needs_levin, run_script
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +29,15 @@ def test_variants_parse_to_config_fields(sweep):
         sweep.parse_config_changes("refine_rounds")
 
 
-@pytest.mark.skipif(not LEVIN.is_dir(), reason=f"Levin data not found at {LEVIN}")
+@needs_levin
 def test_tiny_sweep_caches_the_generator_kernel_and_scores_each_variant(tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "sweep.json"
-    command = [
-        sys.executable, str(BENCHMARKS / "polish_sweep.py"), "--images", "im1_kernel5", "--iterations", "3",
-        "--threads", "1", "--cache", str(cache), "--out", str(out),
+    args = [
+        "--images", "im1_kernel5", "--iterations", "3", "--threads", "1", "--cache", str(cache), "--out", str(out),
         "--variant", "refine_rounds=1", "--variant", "refine_rounds=2;refine_support_factor=6",
     ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    done = run_script("polish_sweep.py", *args)
+    assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert [p.name for p in cache.iterdir()] == ["balanced_3it_seed0_im1_kernel5.npy"]
     (record,) = report["images"]
@@ -51,5 +46,6 @@ def test_tiny_sweep_caches_the_generator_kernel_and_scores_each_variant(tmp_path
         assert 0 < record[label]["kernel_similarity"] <= 1
         assert report["summary"][label]["psnr"] == pytest.approx(record[label]["psnr"])
     # A second sweep reuses the cached generator kernel instead of running the generator again.
-    again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    again = run_script("polish_sweep.py", *args)
+    assert again.returncode == 0, again.stderr
     assert "generator stage" not in again.stderr

@@ -7,15 +7,12 @@ iterations): they check the plumbing, not the speed.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from _benchmarks import BENCHMARKS, run_script
 
 from napari_selfmsnet import PRESETS
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +26,15 @@ def speed():
 
 def test_tiny_run_writes_every_section(tmp_path):
     out, markdown = tmp_path / "speed.json", tmp_path / "speed.md"
-    command = [
-        sys.executable, str(BENCHMARKS / "speed.py"), "--out", str(out), "--markdown", str(markdown),
+    args = [
+        "--out", str(out), "--markdown", str(markdown),
         "--devices", "cpu", "--threads", "1", "--sections", "sweep", "kernel_step",
         "--sizes", "48", "--kernels", "5", "31", "--configs", "faithful", "fast",
         "--iterations", "1", "--width", "4", "--config-iterations", "8",
         "--method", "self-msnet-s", "--kernel-step-size", "48", "--kernel-step-repeats", "1", "--timeout", "120",
     ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=170)
+    done = run_script("speed.py", *args, timeout=170)
+    assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
 
     assert set(report) >= {"settings", "machines", "configs", "sweep", "ratios", "switch_comparisons", "kernel_step"}

@@ -63,10 +63,10 @@ class NonLocalBlock(nn.Module):
     so the cost is linear in the number of positions, not quadratic.
 
     The output BatchNorm's scale starts at zero, so the block starts as the identity (as in
-    Wang et al.): with the default scale of one, eight randomly initialised attention
-    paths feed the encoder at full strength and the 128-channel network fitted the sharp
-    Levin image to 23.6 dB in 100 Adam steps at lr 0.01 instead of 28-29 dB
-    (docs/benchmarks.md).
+    Wang et al.): with the default scale of one, the deepest encoder levels are fed untrained
+    attention paths at full strength from the first step, and the 128-channel network fitted
+    a sharp Levin image to 24.2 dB in 100 Adam steps at lr 0.01 instead of 29.7 dB
+    (``benchmarks/generator_fit.py``, docs/benchmarks.md).
     """
 
     def __init__(self, channels: int) -> None:

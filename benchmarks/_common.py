@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_selfmsnet import PRESETS, io
+from napari_selfmsnet import PRESETS, SolverConfig, io
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shared data folder sits next to the repository (never copied into it).
@@ -37,6 +37,11 @@ def parse_config_changes(text: str) -> dict:
             raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE with a SolverConfig field")
         changes[name.strip()] = ast.literal_eval(value.strip())
     return changes
+
+
+def config_of(args: argparse.Namespace) -> SolverConfig:
+    """``args.preset``'s SolverConfig with the ``--set`` changes (``args.changes``) applied."""
+    return dataclasses.replace(PRESETS[args.preset], **args.changes)
 
 
 def cpu_model() -> str:

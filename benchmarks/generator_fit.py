@@ -19,22 +19,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import DATA_ROOT, machine_info, parse_config_changes, write_json
+from _common import DATA_ROOT, config_of, machine_info, parse_config_changes, write_json
 
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import downsample, scale_geometry
 from napari_selfmsnet.core.devices import resolve_device
 from napari_selfmsnet.core.metrics import load_levin_case
-from napari_selfmsnet.core.network import SelfMSNet, canvas_size
-from napari_selfmsnet.core.optimizer import autocast_dtype_for, memory_format_for, noise_inputs
-
-_DEPTH = 5
+from napari_selfmsnet.core.network import canvas_size
+from napari_selfmsnet.core.optimizer import autocast_dtype_for, build_generator, memory_format_for, noise_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    config = replace(PRESETS[args.preset], **args.changes)
+    config = config_of(args)
     lr = config.lr if args.lr is None else args.lr
     i, j = (int(n) for n in args.image.removeprefix("im").split("_kernel"))
     case = load_levin_case(args.data, i, j)
@@ -92,13 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
     memory_format = memory_format_for(config, device)
     autocast_dtype = autocast_dtype_for(config, device)
-    torch.manual_seed(args.seed)
-    net = SelfMSNet(
-        config.scales, out_channels=1, width=config.width, skip_channels=config.skip_channels,
-        input_channels=config.input_channels, depth=_DEPTH, nonlocal_levels=config.nonlocal_levels,
-    ).to(device=device, memory_format=memory_format)  # fmt: skip
+    net = build_generator(config, 1, args.seed).to(device=device, memory_format=memory_format)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    canvas = canvas_size(padded, config.scales, _DEPTH)
+    canvas = canvas_size(padded, config.scales, net.depth)
     inputs = noise_inputs(geometry, canvas, config.input_channels, generator, device)
     inputs = [z.contiguous(memory_format=memory_format) for z in inputs]
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)

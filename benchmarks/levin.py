@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from _common import (
     DATA_ROOT,
+    config_of,
     machine_info,
     mean,
     parse_config_changes,
@@ -85,11 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.trace < 1 or args.trace % every:
             parser.error(f"--trace must be a positive multiple of preview_every ({every}), got {args.trace}")
     return args
-
-
-def config_of(args: argparse.Namespace) -> SolverConfig:
-    """The preset's SolverConfig with the ``--set`` changes applied."""
-    return replace(PRESETS[args.preset], **args.changes)
 
 
 def preset_of(args: argparse.Namespace) -> str | SolverConfig:

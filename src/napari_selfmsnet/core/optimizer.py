@@ -21,8 +21,18 @@ from .kernel_step import delta_kernel, estimate_kernel
 from .losses import ssim, total_variation
 from .network import SelfMSNet, canvas_size, scale_level
 
-__all__ = ["OptimizerState", "WarmStart", "autocast_dtype_for", "memory_format_for", "noise_inputs", "optimize"]
+__all__ = [
+    "OptimizerState",
+    "WarmStart",
+    "autocast_dtype_for",
+    "build_generator",
+    "memory_format_for",
+    "noise_inputs",
+    "optimize",
+]
 
+# Stride-2 levels of the generator's encoder.
+_DEPTH = 5
 # Iterations between in-memory checkpoints the divergence guard can roll back to.
 _CHECKPOINT_EVERY = 50
 # Roll-backs allowed before the run gives up and reports the last good estimate.
@@ -79,6 +89,26 @@ def noise_inputs(
         size = (canvas[0] >> level, canvas[1] >> level)
         inputs.append(base if level == 0 else torch.nn.functional.interpolate(base, size=size, mode="nearest"))
     return inputs
+
+
+def build_generator(config: SolverConfig, channels: int, seed: int) -> SelfMSNet:
+    """The generator of a run with ``config``, its weights drawn from ``seed`` (on the CPU).
+
+    Weight initialisation uses the global RNG; it is forked (with every CUDA device's, which
+    ``manual_seed`` reseeds too), so the caller's RNG state is untouched and the same seed
+    always gives the same weights.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return SelfMSNet(
+            config.scales,
+            out_channels=channels,
+            width=config.width,
+            skip_channels=config.skip_channels,
+            input_channels=config.input_channels,
+            depth=_DEPTH,
+            nonlocal_levels=config.nonlocal_levels,
+        )
 
 
 def _lr_at(config: SolverConfig, iteration: int) -> float:
@@ -168,26 +198,14 @@ def optimize(
         )
     geometry = scale_geometry((h, w), kernel_shape, config.scales)
     padded = [g.padded for g in geometry]
-    depth = 5
-    canvas = canvas_size(padded, config.scales, depth)
+    canvas = canvas_size(padded, config.scales, _DEPTH)
     targets = [downsample(observation, g.image) for g in geometry]
     fresh = warm_start is None
     memory_format = memory_format_for(config, device)
     autocast_dtype = autocast_dtype_for(config, device)
 
     generator = torch.Generator(device=device).manual_seed(seed)
-    # Weight initialisation uses the global RNG; fork it so the caller's RNG state is untouched.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        net = SelfMSNet(
-            config.scales,
-            out_channels=channels,
-            width=config.width,
-            skip_channels=config.skip_channels,
-            input_channels=config.input_channels,
-            depth=depth,
-            nonlocal_levels=config.nonlocal_levels,
-        )
+    net = build_generator(config, channels, seed)
     if warm_start is not None:
         net.load_state_dict(warm_start.network)
         inputs = [z.to(device) for z in warm_start.inputs]

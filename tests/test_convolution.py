@@ -3,7 +3,71 @@ import pytest
 import torch
 from scipy.signal import convolve2d
 
-from napari_selfmsnet.core.convolution import center_crop, downsample, scale_geometry, valid_convolve
+from napari_selfmsnet.core.convolution import (
+    center_crop,
+    center_kernel,
+    downsample,
+    kernel_offset,
+    register_to_observation,
+    scale_geometry,
+    valid_convolve,
+)
+
+
+class TestCentring:
+    def test_center_kernel_moves_mass_to_the_centre(self):
+        k = torch.zeros(9, 9)
+        k[1, 6:9] = 1.0
+        out = center_kernel(k)
+        rows, cols = torch.meshgrid(torch.arange(9.0), torch.arange(9.0), indexing="ij")
+        assert float((out * rows).sum() / out.sum()) == pytest.approx(4, abs=0.5)
+        assert float((out * cols).sum() / out.sum()) == pytest.approx(4, abs=0.5)
+        assert float(out.sum()) == pytest.approx(1) and float(out.min()) >= 0
+        torch.testing.assert_close(out[out > 0].sort().values, (k / k.sum())[k > 0].sort().values)
+
+    def test_centred_kernel_is_returned_as_it_is(self):
+        k = torch.zeros(5, 5)
+        k[2, 1:4] = 1 / 3
+        assert kernel_offset(k) == (0, 0)
+        assert center_kernel(k) is k
+
+    def test_mass_moved_off_the_edge_is_dropped(self):
+        k = torch.zeros(5, 5)
+        k[0, 0], k[4, 4], k[0, 4] = 0.1, 0.1, 0.8  # centre of mass (0.4, 3.6): offset (-2, 2)
+        assert kernel_offset(k) == (-2, 2)
+        out = center_kernel(k)  # moved by (2, -2): the two light corners fall off
+        assert float(out[2, 2]) == pytest.approx(1) and int((out > 0).sum()) == 1
+
+    @pytest.mark.parametrize("offset", [(2, -3), (-3, 0), (0, 0)])
+    def test_registered_pair_blurs_alike_and_lies_under_the_observation(self, rng, offset):
+        dy, dx = offset
+        # A blob whose centre of mass sits `offset` from the centre of a 9 x 11 kernel and
+        # that stays inside it when centred, so centring loses nothing.
+        k = torch.zeros(9, 11, dtype=torch.float64)
+        k[4 + dy - 1 : 4 + dy + 2, 5 + dx - 1 : 5 + dx + 2] = torch.from_numpy(rng.random((3, 3)))
+        k[4 + dy, 5 + dx] += 5.0  # keeps the rounded centre of mass on the blob's middle
+        k /= k.sum()
+        assert kernel_offset(k) == offset
+        margin = 5
+        world = torch.from_numpy(rng.random((1, 1, 30 + 8 + 2 * margin, 25 + 10 + 2 * margin)))
+        padded = world[..., margin : margin + 38, margin : margin + 35]
+        observation = valid_convolve(padded, k)
+
+        image, centred = register_to_observation(padded, k)
+        assert kernel_offset(centred) == (0, 0) and image.shape == observation.shape
+        # The centred kernel blurs the padded output moved by the offset into the observation,
+        # and the returned image is that moved output's centre crop: it lies under the observation.
+        moved = world[..., margin - dy : margin - dy + 38, margin - dx : margin - dx + 35]
+        torch.testing.assert_close(valid_convolve(moved, centred), observation)
+        torch.testing.assert_close(image, center_crop(moved, (9, 11)))
+
+    def test_off_centre_delta_gives_the_observation_back(self, rng):
+        padded = torch.from_numpy(rng.random((1, 2, 24, 26)))
+        k = torch.zeros(7, 9, dtype=padded.dtype)
+        k[5, 1] = 1.0
+        image, centred = register_to_observation(padded, k)
+        torch.testing.assert_close(image, valid_convolve(padded, k))
+        assert float(centred[3, 4]) == 1.0
 
 
 class TestValidConvolve:

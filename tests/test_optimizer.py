@@ -8,7 +8,7 @@ import torch
 
 from napari_selfmsnet.core import optimizer as optimizer_module
 from napari_selfmsnet.core.config import PRESETS, SolverConfig, resolve_config
-from napari_selfmsnet.core.convolution import valid_convolve
+from napari_selfmsnet.core.convolution import kernel_offset, valid_convolve
 from napari_selfmsnet.core.optimizer import optimize
 from napari_selfmsnet.core.synth import motion_kernel
 
@@ -60,6 +60,13 @@ def test_loss_is_read_back_once_per_window(observation):
     states = list(optimize(observation, KERNEL, _config(), seed=0))
     assert [s.iteration for s in states] == [5, 10, 15, 20]
     assert states[-1].finished and states[-1].warm_start is not None
+
+
+def test_states_hand_out_registered_images_and_centred_kernels(observation):
+    for state in optimize(observation, KERNEL, _config(), seed=0):
+        assert state.image.shape == observation.shape
+        assert kernel_offset(state.kernel) == (0, 0)
+        assert float(state.kernel.sum()) == pytest.approx(1, abs=1e-5)
 
 
 def test_kernel_every_skips_kernel_steps(observation, monkeypatch):

@@ -8,7 +8,6 @@ from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import valid_convolve
 from napari_selfmsnet.core.nonblind import deconvolve
 from napari_selfmsnet.core.refine import (
-    center_kernel,
     finish_with_kernel,
     polish_kernel,
     polish_support_factor,
@@ -16,23 +15,6 @@ from napari_selfmsnet.core.refine import (
 )
 from napari_selfmsnet.core.synth import motion_kernel
 from napari_selfmsnet.metrics import kernel_similarity
-
-
-def test_center_kernel_moves_mass_to_the_centre():
-    k = np.zeros((9, 9), np.float32)
-    k[1, 6:9] = 1.0
-    out = center_kernel(k)
-    rows, cols = np.indices(out.shape)
-    assert (out * rows).sum() / out.sum() == pytest.approx(4, abs=0.5)
-    assert (out * cols).sum() / out.sum() == pytest.approx(4, abs=0.5)
-    assert out.sum() == pytest.approx(1) and out.min() >= 0
-    np.testing.assert_array_equal(np.sort(out[out > 0]), np.sort((k / k.sum())[k > 0]))
-
-
-def test_centred_kernel_is_unchanged():
-    k = np.zeros((5, 5), np.float32)
-    k[2, 1:4] = 1 / 3
-    assert center_kernel(k) is k
 
 
 def test_polish_sharpens_a_widened_kernel():

@@ -22,6 +22,9 @@ __all__ = [
     "scale_geometry",
     "valid_convolve",
     "center_crop",
+    "kernel_offset",
+    "center_kernel",
+    "register_to_observation",
     "downsample",
 ]
 
@@ -56,6 +59,61 @@ def center_crop(padded: torch.Tensor, kernel_shape: tuple[int, int]) -> torch.Te
     h, w = padded.shape[-2:]
     top, left = kh // 2, kw // 2
     return padded[..., top : h - (kh - 1 - top), left : w - (kw - 1 - left)]
+
+
+def kernel_offset(kernel: torch.Tensor) -> tuple[int, int]:
+    """Whole-pixel offset ``(rows, cols)`` of the kernel's centre of mass from its centre pixel."""
+    kh, kw = kernel.shape
+    # A kernel is small: one read-back, and float64 (which MPS lacks) for the centre of mass.
+    k = kernel.detach().to("cpu", torch.float64)
+    total = k.sum()
+    cy = float((k.sum(1) * torch.arange(kh, dtype=torch.float64)).sum() / total)
+    cx = float((k.sum(0) * torch.arange(kw, dtype=torch.float64)).sum() / total)
+    return round(cy - kh // 2), round(cx - kw // 2)
+
+
+def center_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """Shift ``kernel`` by whole pixels so its centre of mass sits at its centre pixel.
+
+    A blind estimate is defined only up to a shift traded between image and kernel; with the
+    kernel's mass centred, the deblurred image lies over the blurred one (what a user
+    overlaying the two expects, and what Levin's comparison up to +-5 pixels of shift assumes)
+    instead of drifting by the kernel's offset. Mass shifted out of the support is dropped and
+    the rest renormalised; an already centred kernel is returned as it is.
+    """
+    return _moved_to_centre(kernel, kernel_offset(kernel))
+
+
+def _moved_to_centre(kernel: torch.Tensor, offset: tuple[int, int]) -> torch.Tensor:
+    dy, dx = offset
+    if dy == 0 and dx == 0:
+        return kernel
+    h, w = kernel.shape
+    shifted = torch.zeros_like(kernel)
+    shifted[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)] = kernel[
+        max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)
+    ]
+    return shifted / shifted.sum()
+
+
+def register_to_observation(padded: torch.Tensor, kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent image under the observation and the kernel, both as a user reads them.
+
+    :func:`center_crop` assumes the kernel is centred. A kernel whose mass sits ``d`` pixels
+    off centre maps ``padded[kh // 2 - d :]`` onto the observation instead, so the crop is
+    taken there and the kernel returned centred by :func:`center_kernel`: the image lies over
+    the observation pixel for pixel and the pair blurs as ``(padded, kernel)`` did (exactly,
+    unless centring dropped mass off the kernel's edge).
+
+    Shape: ``padded`` ``(..., H + kh - 1, W + kw - 1)``, odd ``(kh, kw)`` kernel; returns
+    ``(..., H, W)`` and ``(kh, kw)``.
+    """
+    kh, kw = kernel.shape
+    dy, dx = kernel_offset(kernel)
+    h, w = padded.shape[-2:]
+    top, left = kh // 2 - dy, kw // 2 - dx
+    image = padded[..., top : top + h - kh + 1, left : left + w - kw + 1]
+    return image, _moved_to_centre(kernel, (dy, dx))
 
 
 def downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 
 from .config import SolverConfig
-from .convolution import ScaleGeometry, center_crop, downsample, scale_geometry, valid_convolve
+from .convolution import (
+    ScaleGeometry,
+    center_crop,
+    downsample,
+    register_to_observation,
+    scale_geometry,
+    valid_convolve,
+)
 from .kernel_step import delta_kernel, estimate_kernel
 from .losses import ssim, total_variation
 from .network import SelfMSNet, canvas_size, scale_level
@@ -62,8 +69,10 @@ class WarmStart:
 class OptimizerState:
     """A snapshot of the run. Tensors are detached; ``image`` is the full-scale estimate.
 
-    Shape: ``image`` ``(1, C, H, W)`` in the normalised units of the observation;
-    ``kernel`` ``(kh, kw)``; ``history`` one loss per iteration run so far.
+    Shape: ``image`` ``(1, C, H, W)`` in the normalised units of the observation, the part
+    of the generator's padded output that lies under the observation; ``kernel`` ``(kh, kw)``,
+    centred (both by :func:`.convolution.register_to_observation`); ``history`` one loss per
+    iteration run so far.
     ``warm_start`` is set on the final state only.
     """
 
@@ -228,8 +237,8 @@ def optimize(
     # A warm start continues at the step size a run from scratch ends with: it refines a fit.
     lr_scale = 1.0 if fresh else 0.5 ** len(config.lr_milestones)
     recoveries = 0
-    first_image = center_crop(torch.full_like(observation, 0.5), kernel_shape)
-    last_good = (first_image, kernels[-1])
+    # (padded full-scale output, full-scale kernel); cropped and centred only when handed out.
+    last_good = (torch.full((1, channels, *padded[-1]), 0.5, device=device), kernels[-1])
     latest = last_good
 
     benchmark_before = torch.backends.cudnn.benchmark
@@ -283,7 +292,7 @@ def optimize(
             scaler.update()
             kernels = new_kernels
             pending.append(loss.detach())
-            latest = (center_crop(outputs[-1].detach(), kernel_shape), kernels[-1])
+            latest = (outputs[-1].detach(), kernels[-1])
             iteration += 1
 
             if iteration % config.preview_every and iteration < config.iterations:
@@ -308,7 +317,7 @@ def optimize(
                 checkpoint = _Checkpoint.take(net, optimizer, kernels, iteration)
             if iteration < config.iterations:
                 yield OptimizerState(
-                    iteration, config.iterations, history[-1], last_good[0], last_good[1], history, recoveries
+                    iteration, config.iterations, history[-1], *register_to_observation(*last_good), history, recoveries
                 )
 
         if recoveries > _MAX_RECOVERIES:
@@ -326,8 +335,7 @@ def optimize(
             len(history),
             config.iterations,
             history[-1] if history else float("nan"),
-            last_good[0],
-            last_good[1],
+            *register_to_observation(*last_good),
             history,
             recoveries,
             finished=True,

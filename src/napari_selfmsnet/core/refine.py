@@ -17,33 +17,12 @@ import numpy as np
 import torch
 
 from .config import SolverConfig
+from .convolution import center_kernel
 from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
 from .validation import to_channels_first
 
-__all__ = ["center_kernel", "finish_with_kernel", "polish_kernel", "polish_support_factor", "polish_weights"]
-
-
-def center_kernel(kernel: np.ndarray) -> np.ndarray:
-    """Shift ``kernel`` by whole pixels so its centre of mass sits at its centre pixel.
-
-    A blind estimate is defined only up to a shift traded between image and kernel; with the
-    kernel's mass centred, the deconvolved image lies over the blurred one (what a user
-    overlaying the two expects) instead of drifting by the kernel's offset. Mass shifted out of
-    the support is dropped and the rest renormalised.
-    """
-    total = kernel.sum()
-    rows, cols = np.indices(kernel.shape)
-    dy = int(round(kernel.shape[0] // 2 - (kernel * rows).sum() / total))
-    dx = int(round(kernel.shape[1] // 2 - (kernel * cols).sum() / total))
-    if dy == 0 and dx == 0:
-        return kernel
-    shifted = np.zeros_like(kernel)
-    h, w = kernel.shape
-    shifted[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = kernel[
-        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
-    return shifted / shifted.sum()
+__all__ = ["finish_with_kernel", "polish_kernel", "polish_support_factor", "polish_weights"]
 
 
 def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -72,12 +51,12 @@ def polish_kernel(
     :func:`polish_weights`, kernel step) on ``observation``.
 
     Shape: ``observation`` ``(H, W)`` or ``(H, W, 3)`` in normalised units; ``kernel``
-    ``(kh, kw)``. Returns the polished kernel, centred by :func:`center_kernel`, summing to 1
-    (with ``refine_rounds=0`` just the centred input kernel).
+    ``(kh, kw)``. Returns the polished kernel, centred by :func:`.convolution.center_kernel`,
+    summing to 1 (with ``refine_rounds=0`` just the centred input kernel).
     """
     y = _as_batch(observation, device)
     percentile = config.final_edge_percentile
-    kernel = center_kernel(kernel)
+    kernel = center_kernel(torch.from_numpy(kernel)).numpy()
     for weight in polish_weights(config):
         sharp = deconvolve(observation, kernel, method="sparse", weight=weight, device=device)
         k = estimate_kernel(
@@ -92,7 +71,7 @@ def polish_kernel(
         )
         if not torch.isfinite(k).all():
             break
-        kernel = center_kernel(k.cpu().numpy().astype(np.float32))
+        kernel = center_kernel(k.cpu().float()).numpy()
     return (kernel / kernel.sum()).astype(np.float32)
 
 

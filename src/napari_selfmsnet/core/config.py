@@ -38,7 +38,7 @@ class SolverConfig:
         before the edge mask is used.
     Output
         ``final``: ``"generator"`` returns the network's full-scale output (the paper: no
-        non-blind step); ``"nonblind"`` deconvolves the input with the estimated kernel by the
+        non-blind step), registered with the input and with the kernel centred; ``"nonblind"`` deconvolves the input with the estimated kernel by the
         sparse-prior solver of :mod:`.nonblind` (better on short runs, whose generator output
         is still smooth); ``refine_rounds``: with ``final="nonblind"``, rounds of
         (sparse non-blind deconvolution, kernel step on its sharper result) that polish the
@@ -172,7 +172,7 @@ PRESETS: dict[str, SolverConfig] = {
     "balanced": replace(_FAST, iterations=250),
     # The paper's settings: 128 channels, 2000 iterations, the generator's image as the result.
     # A known departure: the loss schedule (1 - SSIM for a quarter of the run, then MSE); the
-    # authors' 1 - SSIM throughout measured 1.3 dB lower on a Levin image, with the former
+    # authors' 1 - SSIM throughout measured 7.3 dB lower on a Levin image, with the former
     # non-local block (docs/benchmarks.md).
     "quality": SolverConfig(),
 }

@@ -165,7 +165,7 @@ PRESETS: dict[str, SolverConfig] = {
     # and a harder support threshold keep it compact; the sparse non-blind polish, from a
     # strong prior to a weak one and with a looser threshold that keeps faint trails,
     # sharpens both and rescues runs that ended in a poor kernel.
-    # 120 iterations: 31.51 dB in about a minute per image (49-57 s).
+    # 120 iterations: 31.56 dB in about a minute per image (47-59 s).
     "fast": _FAST,
     # The same with 250 iterations: 32.50 dB in about two minutes per image, with the former
     # non-local block (31.60 against its 31.90 on the 16 images rerun with today's).

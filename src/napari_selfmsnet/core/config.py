@@ -167,8 +167,7 @@ PRESETS: dict[str, SolverConfig] = {
     # sharpens both and rescues runs that ended in a poor kernel.
     # 120 iterations: 31.56 dB in about a minute per image (47-59 s).
     "fast": _FAST,
-    # The same with 250 iterations: 32.50 dB in about two minutes per image, with the former
-    # non-local block (31.60 against its 31.90 on the 16 images rerun with today's).
+    # The same with 250 iterations: 32.61 dB in 95-117 s per image.
     "balanced": replace(_FAST, iterations=250),
     # The paper's settings: 128 channels, 2000 iterations, the generator's image as the result.
     # A known departure: the loss schedule (1 - SSIM for a quarter of the run, then MSE); the

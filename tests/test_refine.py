@@ -96,3 +96,16 @@ def test_finish_polishes_only_with_final_nonblind_and_deconvolves_the_frame():
     # final="generator" (a region run of the paper's configuration): the kernel is used as it is.
     kept, sharp = finish_with_kernel(window, frame, kernel, replace(polish, final="generator"), cpu)
     assert kept is kernel and sharp.shape == frame.shape
+
+
+def test_polish_centres_a_flipped_view_of_a_kernel_without_touching_it():
+    # A kernel handed over as a 180-degree view (negative strides), as orientation fixes make them.
+    k = np.zeros((7, 7), np.float32)
+    k[1, 1:5] = 0.25
+    view = k[::-1, ::-1]
+    config = replace(PRESETS["fast"], refine_rounds=0)
+    out = polish_kernel(np.full((40, 40), 0.5, np.float32), view, config, torch.device("cpu"))
+    expected = np.zeros((7, 7), np.float32)
+    expected[3, 2:6] = 0.25
+    np.testing.assert_array_equal(out, expected)
+    assert k.sum() == pytest.approx(1) and k[1, 1] == 0.25

@@ -38,9 +38,10 @@ class SolverConfig:
         before the edge mask is used.
     Output
         ``final``: ``"generator"`` returns the network's full-scale output (the paper: no
-        non-blind step), registered with the input and with the kernel centred; ``"nonblind"`` deconvolves the input with the estimated kernel by the
-        sparse-prior solver of :mod:`.nonblind` (better on short runs, whose generator output
-        is still smooth); ``refine_rounds``: with ``final="nonblind"``, rounds of
+        non-blind step), registered with the input and with the kernel centred;
+        ``"nonblind"`` deconvolves the input with the estimated kernel by the sparse-prior
+        solver of :mod:`.nonblind` (better on short runs, whose generator output is still
+        smooth); ``refine_rounds``: with ``final="nonblind"``, rounds of
         (sparse non-blind deconvolution, kernel step on its sharper result) that polish the
         full-scale kernel before the last deconvolution; ``refine_weights``: the sparse prior's
         weight in those rounds' deconvolutions, ``(first, last)``, decayed geometrically

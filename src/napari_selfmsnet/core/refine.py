@@ -56,7 +56,7 @@ def polish_kernel(
     """
     y = _as_batch(observation, device)
     percentile = config.final_edge_percentile
-    kernel = center_kernel(torch.from_numpy(kernel)).numpy()
+    kernel = center_kernel(torch.from_numpy(np.ascontiguousarray(kernel))).numpy()
     for weight in polish_weights(config):
         sharp = deconvolve(observation, kernel, method="sparse", weight=weight, device=device)
         k = estimate_kernel(

@@ -29,7 +29,7 @@ from _common import DATA_ROOT, config_of, machine_info, parse_config_changes, wr
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import downsample, scale_geometry
 from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.metrics import load_levin_case
+from napari_selfmsnet.core.metrics import list_levin_cases, load_levin_case
 from napari_selfmsnet.core.network import canvas_size
 from napari_selfmsnet.core.optimizer import autocast_dtype_for, build_generator, memory_format_for, noise_inputs
 
@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     config = config_of(args)
     lr = config.lr if args.lr is None else args.lr
-    i, j = (int(n) for n in args.image.removeprefix("im").split("_kernel"))
-    case = load_levin_case(args.data, i, j)
+    found = list_levin_cases(args.data, args.image)
+    if len(found) != 1:
+        raise SystemExit(f"--image {args.image!r} names {len(found)} cases in {args.data}; name exactly one")
+    case = load_levin_case(args.data, *found[0])
     sharp = torch.from_numpy(case.sharp.astype(np.float32))[None, None].to(device)
     geometry = scale_geometry(tuple(sharp.shape[-2:]), case.kernel.shape, config.scales)
     padded = [g.padded for g in geometry]

@@ -37,8 +37,9 @@ import torch
 from _common import DATA_ROOT, machine_info, write_json
 
 from napari_selfmsnet import PRESETS
-from napari_selfmsnet.core.convolution import center_kernel, kernel_offset, valid_convolve
-from napari_selfmsnet.core.metrics import LevinCase, align_up_to_shift, list_levin_cases, load_levin_case
+from napari_selfmsnet.core.convolution import center_crop, center_kernel, kernel_offset, valid_convolve
+from napari_selfmsnet.core.devices import resolve_device
+from napari_selfmsnet.core.metrics import LevinCase, align_up_to_shift, list_levin_cases, load_levin_case, psnr
 from napari_selfmsnet.core.refine import finish_with_kernel
 from napari_selfmsnet.core.validation import IntensityMap
 
@@ -57,9 +58,9 @@ def registered(image: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.nd
 def clip_ceiling(case: LevinCase) -> dict:
     lo, hi = float(case.blurred.min()), float(case.blurred.max())
     clipped = np.clip(case.sharp, lo, hi)
-    mse = float(np.mean((clipped - case.sharp) ** 2))
     return {
-        "clip_psnr": float("inf") if mse == 0 else float(-10 * np.log10(mse)),
+        # metrics.psnr would warn on a zero error; nothing clipped means no ceiling.
+        "clip_psnr": float("inf") if np.array_equal(clipped, case.sharp) else psnr(clipped, case.sharp),
         "outside_fraction": float(np.mean((case.sharp < lo) | (case.sharp > hi))),
     }
 
@@ -70,12 +71,11 @@ def describe(image: np.ndarray, kernel: np.ndarray, case: LevinCase, border: int
     lo, hi = float(case.blurred.min()), float(case.blurred.max())
     edges = [-np.inf, *(lo + f * (hi - lo) for f in BANDS), np.inf]
     bands = [(aligned.sharp >= a) & (aligned.sharp < b) for a, b in itertools.pairwise(edges)]
-    kh, kw = kernel.shape
     reblurred = valid_convolve(torch.from_numpy(image)[None, None], torch.from_numpy(kernel))[0, 0].numpy()
-    observed = case.blurred[kh // 2 : kh // 2 + reblurred.shape[0], kw // 2 : kw // 2 + reblurred.shape[1]]
+    observed = center_crop(case.blurred, kernel.shape)
     residual = (reblurred - observed)[border:-border, border:-border]
     return {
-        "psnr": float(-10 * np.log10(np.mean(error))),
+        "psnr": psnr(aligned.aligned, aligned.sharp),
         "shift": list(aligned.shift),
         "error_share": [float(error[b].sum() / error.sum()) for b in bands],
         "pixel_share": [float(b.mean()) for b in bands],
@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="im*_kernel*", help="glob on the case names (default: all 32)")
     parser.add_argument("--saved", type=Path, default=None, help="folder of levin.py --save results")
     parser.add_argument("--border", type=int, default=10, help="pixels left out of the data-fit rms per side")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.border < 1:
         parser.error("--border must be at least 1")
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     # The sparse finish of a final="nonblind" run, without polish rounds: the same solver and
     # weight a run's own kernel would meet.
     config = replace(PRESETS["quality"], final="nonblind", refine_rounds=0)

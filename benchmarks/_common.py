@@ -1,4 +1,5 @@
-"""Shared bits of the benchmark scripts: machine description, peak memory, safe JSON writing."""
+"""Shared bits of the benchmark scripts: machine description, peak memory, safe JSON writing,
+and the finish of a run on a given kernel."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from napari_selfmsnet import PRESETS, SolverConfig, io
+from napari_selfmsnet.core.refine import finish_with_kernel
+from napari_selfmsnet.core.validation import IntensityMap
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shared data folder sits next to the repository (never copied into it).
@@ -42,6 +45,21 @@ def parse_config_changes(text: str) -> dict:
 def config_of(args: argparse.Namespace) -> SolverConfig:
     """``args.preset``'s SolverConfig with the ``--set`` changes (``args.changes``) applied."""
     return dataclasses.replace(PRESETS[args.preset], **args.changes)
+
+
+def finish_like_deblur(
+    blurred: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Finish ``kernel`` on ``blurred`` as ``deblur`` finishes a run under ``config``.
+
+    In ``deblur``'s normalised units (the sparse prior's weight depends on them), by
+    :func:`finish_with_kernel`; returns ``(kernel, deblurred image in blurred's units)``.
+    """
+    image = np.asarray(blurred, dtype=np.float32)
+    intensity = IntensityMap.fit(image, config.headroom)
+    unit = intensity.to_unit(image)
+    kernel, sharp = finish_with_kernel(unit, unit, kernel, config, device)
+    return kernel, intensity.to_input_units(sharp)
 
 
 def cpu_model() -> str:

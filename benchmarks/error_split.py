@@ -34,14 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, machine_info, write_json
+from _common import DATA_ROOT, finish_like_deblur, machine_info, write_json
 
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import center_crop, center_kernel, kernel_offset, valid_convolve
 from napari_selfmsnet.core.devices import resolve_device
 from napari_selfmsnet.core.metrics import LevinCase, align_up_to_shift, list_levin_cases, load_levin_case, psnr
-from napari_selfmsnet.core.refine import finish_with_kernel
-from napari_selfmsnet.core.validation import IntensityMap
 
 #: Band edges as fractions of the blurred image's range (the outer ones are open).
 BANDS = (0.05, 0.2, 0.8, 0.95)
@@ -107,11 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and path.exists():
             saved = np.load(path)
             image, kernel = registered(saved["image"].astype(np.float32), saved["kernel"])
-            intensity = IntensityMap.fit(case.blurred, config.headroom)
-            unit = intensity.to_unit(case.blurred)
-            _, sharp = finish_with_kernel(unit, unit, kernel, config, device)
+            _, sparse = finish_like_deblur(case.blurred, kernel, config, device)
             record["result"] = describe(image, kernel, case, args.border)
-            record["sparse_own_kernel"] = describe(intensity.to_input_units(sharp), kernel, case, args.border)
+            record["sparse_own_kernel"] = describe(sparse, kernel, case, args.border)
             for label in ("result", "sparse_own_kernel"):
                 r = record[label]
                 print(

@@ -27,13 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, machine_info, mean, parse_config_changes, write_json
+from _common import DATA_ROOT, finish_like_deblur, machine_info, mean, parse_config_changes, write_json
 
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.core.devices import resolve_device
 from napari_selfmsnet.core.metrics import LevinCase, levin_scores, list_levin_cases, load_levin_case
-from napari_selfmsnet.core.refine import finish_with_kernel
-from napari_selfmsnet.core.validation import IntensityMap
 
 
 def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.device) -> np.ndarray:
@@ -54,10 +52,7 @@ def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.de
 
 def finish(case: LevinCase, kernel: np.ndarray, config, device: torch.device) -> dict:
     """Finish ``kernel`` under ``config`` as ``deblur`` does, in its normalised units; score."""
-    intensity = IntensityMap.fit(case.blurred.astype(np.float32), config.headroom)
-    unit = intensity.to_unit(case.blurred.astype(np.float32))
-    polished, sharp = finish_with_kernel(unit, unit, kernel, config, device)
-    image = intensity.to_input_units(sharp)
+    polished, image = finish_like_deblur(case.blurred, kernel, config, device)
     return levin_scores(np.clip(image.astype(np.float64), 0, 1), case.sharp, kernel=polished, true_kernel=case.kernel)
 
 

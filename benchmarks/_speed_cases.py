@@ -18,7 +18,6 @@ from _common import peak_memory, reset_peak_memory
 from scipy.signal import fftconvolve
 
 from napari_selfmsnet import PRESETS, deblur
-from napari_selfmsnet.core import synth
 from napari_selfmsnet.core.config import SolverConfig, resolve_config
 from napari_selfmsnet.core.devices import device_name, release_memory, resolve_device
 from napari_selfmsnet.core.kernel_step import estimate_kernel, solve_kernel
@@ -32,6 +31,7 @@ from napari_selfmsnet.core.validation import (
     check_kernel_size,
     to_channels_first,
 )
+from napari_selfmsnet.evaluation import synth
 from napari_selfmsnet.stack import deblur_stack
 
 #: Side of the phantom tile the synthetic frames are mirrored from.

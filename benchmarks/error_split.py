@@ -39,7 +39,8 @@ from _common import DATA_ROOT, finish_like_deblur, machine_info, write_json
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import center_crop, center_kernel, kernel_offset, valid_convolve
 from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.metrics import LevinCase, align_up_to_shift, list_levin_cases, load_levin_case, psnr
+from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case
+from napari_selfmsnet.evaluation.metrics import align_up_to_shift, psnr
 
 #: Band edges as fractions of the blurred image's range (the outer ones are open).
 BANDS = (0.05, 0.2, 0.8, 0.95)

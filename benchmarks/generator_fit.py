@@ -29,9 +29,9 @@ from _common import DATA_ROOT, config_of, machine_info, parse_config_changes, wr
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.core.convolution import downsample, scale_geometry
 from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.metrics import list_levin_cases, load_levin_case
 from napari_selfmsnet.core.network import canvas_size
 from napari_selfmsnet.core.optimizer import autocast_dtype_for, build_generator, memory_format_for, noise_inputs
+from napari_selfmsnet.evaluation.levin import list_levin_cases, load_levin_case
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,7 +31,8 @@ from _common import DATA_ROOT, finish_like_deblur, machine_info, mean, parse_con
 
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.metrics import LevinCase, levin_scores, list_levin_cases, load_levin_case
+from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case
+from napari_selfmsnet.evaluation.metrics import levin_scores
 
 
 def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.device) -> np.ndarray:

@@ -10,7 +10,7 @@ Two data sets, the same preset, each image run twice:
 
 Levin et al.'s images are scored by the benchmark's protocol (PSNR up to shift, kernel
 similarity); the synthetic microscopy frames (the fluorescence phantom of
-:mod:`napari_selfmsnet.core.synth`, camera noise, a motion or Gaussian kernel) against their
+:mod:`napari_selfmsnet.evaluation.synth`, camera noise, a motion or Gaussian kernel) against their
 ground truth the same way.
 
 Usage::
@@ -31,10 +31,10 @@ from _common import DATA_ROOT, machine_info, mean, write_json
 
 from napari_selfmsnet import deblur
 from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.metrics import levin_scores, list_levin_cases, load_levin_case
 from napari_selfmsnet.core.regions import auto_region
-from napari_selfmsnet.core.synth import make_case
-from napari_selfmsnet.metrics import align_up_to_shift, kernel_similarity, psnr
+from napari_selfmsnet.evaluation.levin import list_levin_cases, load_levin_case
+from napari_selfmsnet.evaluation.metrics import align_up_to_shift, kernel_similarity, levin_scores, psnr
+from napari_selfmsnet.evaluation.synth import make_case
 
 PHOTONS = 1000.0
 OFFSET = 100.0

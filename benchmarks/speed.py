@@ -28,7 +28,7 @@ How it is measured
     its peak memory (CPU: ``ru_maxrss`` of that process, imports included, with the figure
     before the work as ``memory.before``; CUDA: ``torch.cuda.max_memory_allocated``) is its
     own, and a case that runs out of memory or past ``--timeout`` is recorded as failed
-    instead of ending the sweep. Inputs are synthetic: ``core.synth`` phantoms (filaments and
+    instead of ending the sweep. Inputs are synthetic: ``evaluation.synth`` phantoms (filaments and
     beads, mirrored tiles of a 384 px phantom for large frames) blurred by a motion kernel
     of the case's size, with Poisson and read noise, as uint16 counts.
 

@@ -28,8 +28,8 @@ from scipy import ndimage
 
 from napari_selfmsnet import deblur
 from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.synth import add_noise, blur_valid, motion_kernel, phantom
-from napari_selfmsnet.metrics import align_up_to_shift, kernel_similarity, psnr
+from napari_selfmsnet.evaluation.metrics import align_up_to_shift, kernel_similarity, psnr
+from napari_selfmsnet.evaluation.synth import add_noise, blur_valid, motion_kernel, phantom
 
 PHOTONS = 3000.0
 OFFSET = 100.0

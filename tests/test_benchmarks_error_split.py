@@ -10,7 +10,7 @@ import torch
 from _benchmarks import BENCHMARKS, LEVIN, needs_levin, run_script
 
 from napari_selfmsnet.core.convolution import valid_convolve
-from napari_selfmsnet.core.metrics import LevinCase, load_levin_case
+from napari_selfmsnet.evaluation.levin import LevinCase, load_levin_case
 
 
 @pytest.fixture(scope="module")

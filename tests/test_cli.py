@@ -10,13 +10,12 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from _tiny_run import FAST, KSIZE
 from scipy import ndimage, signal
 
 from napari_selfmsnet import io
 from napari_selfmsnet.cli import build_parser, expand_inputs, main, plan_jobs
 from napari_selfmsnet.distributed import RunOptions
-
-from _tiny_run import FAST, KSIZE
 
 
 def _blurred(rng: np.random.Generator, shape: tuple[int, ...], peak: float = 1000.0) -> np.ndarray:
@@ -332,7 +331,7 @@ def test_demo(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(out), "--iterations", "3", "--device", "cpu", "--torch-threads", "1"]) == 0
     printed = capsys.readouterr().out
     assert "PSNR against the sharp original" in printed and "dB" in printed
-    from napari_selfmsnet.samples import blurred_sample
+    from napari_selfmsnet.evaluation.sample import blurred_sample
 
     assert tifffile.imread(out / "demo_deblurred.tif").shape == blurred_sample().shape
     picture = iio.imread(out / "demo_comparison.png")
@@ -346,8 +345,7 @@ def test_demo(tmp_path, capsys):
 
 def test_samples_are_fixed_and_read_only():
     """The demo's sample: the same pixels from make_case's fixed seed, shared read-only."""
-    from napari_selfmsnet.core.synth import make_case
-    from napari_selfmsnet.samples import (
+    from napari_selfmsnet.evaluation.sample import (
         SAMPLE_KERNEL_SIZE,
         SAMPLE_PHOTONS,
         SAMPLE_SEED,
@@ -356,6 +354,7 @@ def test_samples_are_fixed_and_read_only():
         sample_kernel,
         sharp_sample,
     )
+    from napari_selfmsnet.evaluation.synth import make_case
 
     blurred, sharp, kernel = blurred_sample(), sharp_sample(), sample_kernel()
     assert blurred.dtype == np.uint16 and blurred.shape == SAMPLE_SHAPE == sharp.shape

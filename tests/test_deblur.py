@@ -7,8 +7,8 @@ import torch
 import napari_selfmsnet
 from napari_selfmsnet import Progress, deblur
 from napari_selfmsnet.core.convolution import center_crop, valid_convolve
-from napari_selfmsnet.core.synth import motion_kernel
-from napari_selfmsnet.metrics import align_up_to_shift, kernel_similarity, psnr
+from napari_selfmsnet.evaluation.metrics import align_up_to_shift, kernel_similarity, psnr
+from napari_selfmsnet.evaluation.synth import motion_kernel
 
 
 def _camera(size: int) -> np.ndarray:

@@ -4,8 +4,8 @@ import torch
 
 from napari_selfmsnet.core.convolution import center_crop, valid_convolve
 from napari_selfmsnet.core.kernel_step import clean_kernel, edge_mask, estimate_kernel, solve_kernel, woodbury_centering
-from napari_selfmsnet.core.synth import motion_kernel, phantom
-from napari_selfmsnet.metrics import kernel_similarity
+from napari_selfmsnet.evaluation.metrics import kernel_similarity
+from napari_selfmsnet.evaluation.synth import motion_kernel, phantom
 
 
 def _sharp_blurred_pair(kernel: np.ndarray, size: int = 96, seed: int = 3):

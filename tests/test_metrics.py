@@ -10,14 +10,14 @@ from scipy.ndimage import gaussian_filter
 from scipy.ndimage import shift as nd_shift
 from scipy.signal import fftconvolve
 
-from napari_selfmsnet.core import metrics
-from napari_selfmsnet.core.metrics import (
+from napari_selfmsnet.evaluation import levin, metrics
+from napari_selfmsnet.evaluation.levin import orient_kernel
+from napari_selfmsnet.evaluation.metrics import (
     affine_fit,
     align_up_to_shift,
     error_ratio,
     kernel_similarity,
     levin_scores,
-    orient_kernel,
     psnr,
     ssim,
 )
@@ -152,7 +152,7 @@ class TestKernelOrientation:
     @pytest.mark.skipif(not LEVIN.is_dir(), reason="Levin data set not present")
     @pytest.mark.parametrize("kernel_index", range(1, 9))
     def test_levin_orientation_is_clear(self, kernel_index):
-        case = metrics.load_levin_case(LEVIN, 1, kernel_index)
+        case = levin.load_levin_case(LEVIN, 1, kernel_index)
         chosen, other = sorted((case.residual_stored, case.residual_rotated))
         # The true orientation explains the capture to about 1 % RMS, clearly better than
         # the other one.
@@ -165,9 +165,9 @@ class TestKernelOrientation:
 
     @pytest.mark.skipif(not LEVIN.is_dir(), reason="Levin data set not present")
     def test_list_cases(self):
-        assert len(metrics.list_levin_cases(LEVIN)) == 32
-        assert metrics.list_levin_cases(LEVIN, "im1_kernel*") == [(1, j) for j in range(1, 9)]
+        assert len(levin.list_levin_cases(LEVIN)) == 32
+        assert levin.list_levin_cases(LEVIN, "im1_kernel*") == [(1, j) for j in range(1, 9)]
 
     def test_missing_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="Levin data folder not found"):
-            metrics.list_levin_cases(tmp_path / "nowhere")
+            levin.list_levin_cases(tmp_path / "nowhere")

@@ -10,7 +10,7 @@ from napari_selfmsnet.core import optimizer as optimizer_module
 from napari_selfmsnet.core.config import PRESETS, SolverConfig, resolve_config
 from napari_selfmsnet.core.convolution import kernel_offset, valid_convolve
 from napari_selfmsnet.core.optimizer import optimize
-from napari_selfmsnet.core.synth import motion_kernel
+from napari_selfmsnet.evaluation.synth import motion_kernel
 
 KERNEL = (7, 7)
 

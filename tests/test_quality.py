@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from napari_selfmsnet import deblur
-from napari_selfmsnet.metrics import kernel_similarity, levin_scores, load_levin_case
+from napari_selfmsnet.evaluation.levin import load_levin_case
+from napari_selfmsnet.evaluation.metrics import kernel_similarity, levin_scores
 
 LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
 

@@ -13,8 +13,8 @@ from napari_selfmsnet.core.refine import (
     polish_support_factor,
     polish_weights,
 )
-from napari_selfmsnet.core.synth import motion_kernel
-from napari_selfmsnet.metrics import kernel_similarity
+from napari_selfmsnet.evaluation.metrics import kernel_similarity
+from napari_selfmsnet.evaluation.synth import motion_kernel
 
 
 def test_polish_sharpens_a_widened_kernel():

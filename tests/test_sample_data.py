@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_selfmsnet.samples import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample  # noqa: E402
+from napari_selfmsnet.evaluation.sample import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample  # noqa: E402
 
 PLUGIN = "napari-selfmsnet"
 

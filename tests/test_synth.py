@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from napari_selfmsnet.core import synth
+from napari_selfmsnet.evaluation import synth
 
 
 class TestKernels:

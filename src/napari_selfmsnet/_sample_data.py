@@ -1,6 +1,6 @@
 """Sample data for napari (File > Open Sample > napari-selfmsnet).
 
-The images come from :mod:`napari_selfmsnet.samples` (a fixed-seed synthetic phantom of
+The images come from :mod:`napari_selfmsnet.evaluation.sample` (a fixed-seed synthetic phantom of
 filaments and beads, blurred by a drift kernel, with Poisson noise), so napari, the
 documentation and the tests all see the same pixels.
 """
@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from .samples import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample
+from .evaluation.sample import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample
 
 __all__ = ["blurred_sample_data", "sharp_sample_data"]
 
 
 def blurred_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
     """The blurred, noisy uint16 sample: the image to deblur (kernel size ``SAMPLE_KERNEL_SIZE``)."""
-    # samples.py hands out one cached read-only array; the layer gets its own writable copy.
+    # evaluation.sample hands out one cached read-only array; the layer gets its own writable copy.
     return [
         (
             np.array(blurred_sample()),

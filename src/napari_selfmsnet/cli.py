@@ -464,8 +464,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import deblur
-    from .core.metrics import levin_scores
-    from .samples import blurred_sample, sample_kernel, sharp_sample
+    from .evaluation.metrics import levin_scores
+    from .evaluation.sample import blurred_sample, sample_kernel, sharp_sample
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -480,7 +480,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )  # fmt: skip
     meta = io.ImageMetadata(axes="YX", shape=blurred.shape, dtype=np.dtype(np.float32).str, source="tiff")
     report = {
-        "input": "bundled sample (napari_selfmsnet.samples.blurred_sample)",
+        "input": "bundled sample (napari_selfmsnet.evaluation.sample.blurred_sample)",
         "device": result.device, "elapsed_s": result.elapsed_s, "final_loss": result.final_loss,
         "params": result.params,
     }  # fmt: skip

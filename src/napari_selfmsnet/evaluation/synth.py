@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from .convolution import valid_convolve
+from ..core.convolution import valid_convolve
 
 __all__ = [
     "SynthCase",

@@ -1,8 +1,8 @@
 """The bundled sample: a microscopy-like phantom (filaments and beads) blurred by a drift kernel.
 
-Made on first use by :func:`napari_selfmsnet.core.synth.make_case` with a fixed seed, so the
-``demo`` command, napari's File > Open Sample and the tests all see the same pixels. The
-arrays are cached and returned read-only (copy them to modify).
+Made on first use by :func:`.synth.make_case` with a fixed seed, so the ``demo`` command,
+napari's File > Open Sample and the tests all see the same pixels. The arrays are cached and
+returned read-only (copy them to modify).
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from .synth import make_case
+
 __all__ = ["blurred_sample", "sharp_sample", "sample_kernel", "SAMPLE_SHAPE", "SAMPLE_KERNEL_SIZE", "SAMPLE_SEED", "SAMPLE_PHOTONS"]
 
 #: Size of the blurred sample (H, W), the side of its drift kernel, the seed drawing both, and
-#: the photon budget of its brightest pixels. At 5000 photons the fast preset gains 6 dB on it
-#: in 55 s on 2 CPU cores (at 1000 photons, +0.8 dB: the kernel is lost in the noise).
+#: the photon budget of its brightest pixels: bright enough that the default preset finds the
+#: kernel (at a fifth of it the kernel is lost in the noise; docs/benchmarks.md).
 SAMPLE_SHAPE = (128, 128)
 SAMPLE_KERNEL_SIZE = 15
 SAMPLE_SEED = 7
@@ -24,8 +26,6 @@ SAMPLE_PHOTONS = 5000.0
 
 @lru_cache(maxsize=1)
 def _case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from .core.synth import make_case
-
     case = make_case(
         SAMPLE_SHAPE, SAMPLE_SEED, kernel="motion", kernel_size=SAMPLE_KERNEL_SIZE, photons=SAMPLE_PHOTONS
     )

@@ -180,7 +180,7 @@ def apply_to_plane(job: FileJob, plan: Plan, index: int, estimate: dict[str, Any
     plane = _input_planes(job)[index]
     out = io.open_image(job.partial["image"], plan.output_meta)
     out[index] = apply_kernel(plane, estimate["kernel"], device=job.options.device, method=job.options.nonblind)
-    _flush(out)
+    out.flush()
     return {"plane": index, "elapsed_s": time.perf_counter() - start}
 
 
@@ -192,17 +192,11 @@ def deblur_plane(job: FileJob, plan: Plan, index: int) -> dict[str, Any]:
     result = deblur(_input_planes(job)[index], job.options.kernel_size, **job.options.deblur_kwargs())
     out = io.open_image(job.partial["image"], plan.output_meta)
     out[index] = result.image
-    _flush(out)
+    out.flush()
     return {
         "plane": index, "kernel": result.kernel, "params": result.params, "device": result.device,
         "final_loss": result.final_loss, "elapsed_s": time.perf_counter() - start,
     }  # fmt: skip
-
-
-def _flush(planes: io.Planes) -> None:
-    flush = getattr(planes.data, "flush", None)
-    if flush is not None:
-        flush()
 
 
 def finish(job: FileJob, plan: Plan, kernels: np.ndarray, report: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +247,7 @@ def process_file(job: FileJob, callback: Callable[[Any], Any] | None = None) -> 
             callback=callback, out=out, nonblind_method=job.options.nonblind,
             warm_start=job.options.warm_start, warm_iterations=job.options.warm_iterations, **kwargs,
         )  # fmt: skip
-        _flush(out)
+        out.flush()
         # Shared mode writes its one kernel; per-plane mode the stack of kernels.
         kernels = result.kernel if plan.mode == "shared" else result.kernels
         params = result.params

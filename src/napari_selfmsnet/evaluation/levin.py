@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import fftconvolve
 
-from ..core.io import read_image
+from ..io import read_image
 from .metrics import align_up_to_shift, as_float_image
 
 __all__ = ["LevinCase", "orient_kernel", "load_levin_case", "list_levin_cases"]

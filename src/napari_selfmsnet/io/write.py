@@ -1,72 +1,33 @@
-"""Files in and out: microscopy images with their axes and pixel sizes, and a run's results.
+"""Writing a run's results: the deblurred image, its kernel(s) and a JSON report.
 
-Reading (:func:`read_image_with_metadata`, :class:`Planes`) lives in
-:mod:`napari_selfmsnet.core.io` and is re-exported here. Writing keeps the metadata the input
-had: an ImageJ hyperstack stays ImageJ (``spacing``, ``unit``, resolution), anything else
-becomes OME-TIFF (``PhysicalSizeX/Y/Z`` and resolution tags), and axes that OME cannot
-describe fall back to tifffile's own shaped metadata. Outputs are float32. Large stacks can be
-written as OME-Zarr (NGFF 0.4), which needs the ``zarr`` package.
+Writing keeps the metadata the input had: an ImageJ hyperstack stays ImageJ (``spacing``,
+``unit``, resolution), anything else becomes OME-TIFF (``PhysicalSizeX/Y/Z`` and resolution
+tags), and axes that OME cannot describe fall back to tifffile's own shaped metadata. Outputs
+are float32. Large stacks can be written as OME-Zarr (:mod:`.ome_zarr`).
 
 Every writer here creates the file first and then fills it plane by plane through a
-:class:`Planes` view, so a stack is never held in memory whole and several processes (Dask
-workers) can fill different planes of one file.
+:class:`.planes.Planes` view, so a stack is never held in memory whole and several processes
+(Dask workers) can fill different planes of one file.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 
-from .core.io import (
-    IMAGE_SUFFIXES,
-    TIFF_SUFFIXES,
-    UNIT_IN_UM,
-    ImageMetadata,
-    Planes,
-    normalise_axes,
-    output_metadata,
-    read_image,
-    read_image_with_metadata,
-    read_metadata,
-)
+from .metadata import UNIT_IN_UM, ImageMetadata, kernel_metadata, output_metadata, stack_axes_of
+from .ome_zarr import create_ome_zarr, open_ome_zarr
+from .planes import Planes
 
-__all__ = [
-    "ImageMetadata",
-    "Planes",
-    "read_image",
-    "read_image_with_metadata",
-    "read_metadata",
-    "normalise_axes",
-    "output_metadata",
-    "create_image",
-    "open_image",
-    "write_image",
-    "write_result",
-    "write_json",
-    "require_zarr",
-    "output_paths",
-    "kernel_metadata",
-    "plane_count",
-    "IMAGE_SUFFIXES",
-    "TIFF_SUFFIXES",
-]
+__all__ = ["create_image", "open_image", "output_paths", "write_image", "write_json", "write_result"]
 
 _IMAGEJ_ORDER = "TZCYXS"
 _OME_LETTERS = set("TZCYXSAPRHEQ")
-_NGFF_UNITS = {
-    "nm": "nanometer",
-    "µm": "micrometer",
-    "mm": "millimeter",
-    "cm": "centimeter",
-    "m": "meter",
-    "in": "inch",
-}
 
 
 def _imagej_ok(meta: ImageMetadata) -> bool:
@@ -142,9 +103,7 @@ def create_image(path: str | Path, meta: ImageMetadata) -> Planes:
     """
     path = Path(path)
     if path.suffix.lower() == ".zarr":
-        return _create_ome_zarr(path, meta)
-    import tifffile
-
+        return create_ome_zarr(path, meta)
     errors = []
     for kind in _tiff_kinds(meta):
         try:
@@ -160,11 +119,7 @@ def open_image(path: str | Path, meta: ImageMetadata) -> Planes:
     """Reopen a file made by :func:`create_image` for writing (from another process)."""
     path = Path(path)
     if path.suffix.lower() == ".zarr":
-        zarr = require_zarr()
-        data = zarr.open_array(str(path / "0"), mode="r+")
-        return Planes(data, _zarr_axes(meta)[0], stack_axes=_stack_axes(meta))
-    import tifffile
-
+        return open_ome_zarr(path, meta)
     # ImageJ and OME readers drop axes of size 1; the stored bytes are the same.
     data = tifffile.memmap(path, mode="r+").reshape(meta.shape)
     return Planes(data, meta.axes)
@@ -178,85 +133,7 @@ def write_image(path: str | Path, data: Any, meta: ImageMetadata) -> None:
     target = create_image(path, meta)
     for i in range(len(source)):
         target[i] = source[i].astype(np.float32)
-    _flush(target)
-
-
-def _flush(planes: Planes) -> None:
-    flush = getattr(planes.data, "flush", None)
-    if flush is not None:
-        flush()
-
-
-def _stack_axes(meta: ImageMetadata) -> str:
-    sizes = dict(zip(meta.axes, meta.shape, strict=True))
-    plane = "YXS" if sizes.get("S") == 3 else "YX"
-    return "".join(a for a in meta.axes if a not in plane)
-
-
-def require_zarr():
-    """The zarr module, or an ImportError that says how to install it."""
-    try:
-        import zarr
-    except ImportError as err:
-        raise ImportError(
-            "writing OME-Zarr needs the zarr package: pip install 'napari-selfmsnet[ome-zarr]' (or pip install zarr)"
-        ) from err
-    return zarr
-
-
-def _zarr_axes(meta: ImageMetadata) -> tuple[str, list[dict[str, str]]]:
-    """Axes of the OME-Zarr array in NGFF order (t, c, z, y, x; RGB samples as c)."""
-    letters = set(meta.axes)
-    unsupported = letters - set("TCZYXS")
-    if unsupported or {"C", "S"} <= letters:
-        raise ValueError(
-            f"OME-Zarr (NGFF 0.4) holds axes T, C, Z, Y, X only (RGB samples count as C); "
-            f"this image has axes {meta.axes!r}: write TIFF instead (leave out --ome-zarr)"
-        )
-    order = "".join(a for a in "TCSZYX" if a in letters)
-    unit = _NGFF_UNITS.get(meta.unit) if meta.unit else None
-    described = []
-    for a in order:
-        if a == "T":
-            described.append({"name": "t", "type": "time", **({"unit": "second"} if meta.time_interval else {})})
-        elif a in "CS":
-            described.append({"name": "c", "type": "channel"})
-        else:
-            described.append({"name": a.lower(), "type": "space", **({"unit": unit} if unit else {})})
-    return order, described
-
-
-def _create_ome_zarr(path: Path, meta: ImageMetadata) -> Planes:
-    zarr = require_zarr()
-    order, described = _zarr_axes(meta)
-    sizes = dict(zip(meta.axes, meta.shape, strict=True))
-    shape = tuple(sizes[a] for a in order)
-    scale = {a: 1.0 for a in order}
-    if meta.pixel_size is not None:
-        scale["Y"], scale["X"] = meta.pixel_size
-    if meta.z_spacing is not None and "Z" in scale:
-        scale["Z"] = meta.z_spacing
-    if meta.time_interval is not None and "T" in scale:
-        scale["T"] = meta.time_interval
-    try:  # NGFF 0.4 is Zarr format 2; zarr 3 writes format 3 unless told
-        group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    except TypeError:  # zarr 2 knows only format 2 (and no zarr_format argument)
-        group = zarr.open_group(str(path), mode="w")
-    # One chunk per plane, so workers writing different planes never share a chunk.
-    chunks = tuple(sizes[a] if a in "YXS" else 1 for a in order)
-    create = getattr(group, "create_array", None) or group.create_dataset
-    data = create("0", shape=shape, chunks=chunks, dtype="float32", fill_value=0.0)
-    group.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": Path(meta.path).stem if meta.path else path.stem,
-            "axes": described,
-            "datasets": [
-                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [scale[a] for a in order]}]}
-            ],
-        }
-    ]
-    return Planes(data, order, stack_axes=_stack_axes(meta))
+    target.flush()
 
 
 def write_json(path: str | Path, report: dict[str, Any]) -> None:
@@ -275,13 +152,6 @@ def write_json(path: str | Path, report: dict[str, Any]) -> None:
     tmp = Path(f"{path}.partial")
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def kernel_metadata(
-    meta: ImageMetadata, stack_axes: str, stack_shape: Sequence[int], kernel_shape: Sequence[int]
-) -> ImageMetadata:
-    """Metadata of a kernel file: the image's stack axes (per-plane kernels) and pixel size."""
-    return output_metadata(meta, stack_axes + "YX", (*stack_shape, *kernel_shape))
 
 
 def write_result(
@@ -324,8 +194,8 @@ def write_result(
     paths = output_paths(output_dir, stem, ome_zarr=ome_zarr)
     write_image(paths["image"], image, output_metadata(meta, meta.axes, image.shape))
     kernel = np.asarray(kernel, dtype=np.float32)
-    stack_axes = _stack_axes(meta) if kernel.ndim > 2 else ""
-    kmeta = kernel_metadata(meta, stack_axes, kernel.shape[:-2], kernel.shape[-2:])
+    axes = stack_axes_of(meta) if kernel.ndim > 2 else ""
+    kmeta = kernel_metadata(meta, axes, kernel.shape[:-2], kernel.shape[-2:])
     write_image(paths["kernel"], kernel, kmeta)
     write_json(paths["report"], {**(report or {}), "outputs": {k: str(v) for k, v in paths.items()}})
     return paths
@@ -336,9 +206,3 @@ def output_paths(output_dir: str | Path, stem: str, *, ome_zarr: bool = False) -
     output_dir = Path(output_dir)
     image = output_dir / (f"{stem}_deblurred.ome.zarr" if ome_zarr else f"{stem}_deblurred.tif")
     return {"image": image, "kernel": output_dir / f"{stem}_kernel.tif", "report": output_dir / f"{stem}.json"}
-
-
-def plane_count(meta: ImageMetadata) -> int:
-    """How many planes the stack axes of ``meta`` hold."""
-    sizes = dict(zip(meta.axes, meta.shape, strict=True))
-    return math.prod(sizes[a] for a in _stack_axes(meta))

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from napari_selfmsnet import PRESETS, SolverConfig, io
-from napari_selfmsnet.core.refine import finish_with_kernel
-from napari_selfmsnet.core.validation import IntensityMap
+from napari_selfmsnet.engine.intensity import IntensityMap
+from napari_selfmsnet.engine.polish import finish_with_kernel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shared data folder sits next to the repository (never copied into it).
@@ -89,7 +89,7 @@ def git_commit() -> str | None:
 def machine_info(device: torch.device) -> dict:
     """Everything a reader needs to compare timings: CPU, threads, GPU, library versions."""
     from napari_selfmsnet import __version__
-    from napari_selfmsnet.core.devices import device_name
+    from napari_selfmsnet.engine.devices import device_name
 
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),

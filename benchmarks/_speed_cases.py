@@ -18,21 +18,17 @@ from _common import peak_memory, reset_peak_memory
 from scipy.signal import fftconvolve
 
 from napari_selfmsnet import PRESETS, deblur
-from napari_selfmsnet.core.config import SolverConfig, resolve_config
-from napari_selfmsnet.core.devices import device_name, release_memory, resolve_device
-from napari_selfmsnet.core.kernel_step import estimate_kernel, solve_kernel
-from napari_selfmsnet.core.nonblind import deconvolve
-from napari_selfmsnet.core.optimizer import optimize
-from napari_selfmsnet.core.refine import polish_kernel
-from napari_selfmsnet.core.regions import resolve_region  # the API's own choice of window
-from napari_selfmsnet.core.validation import (
-    IntensityMap,
-    check_image,
-    check_kernel_size,
-    to_channels_first,
-)
+from napari_selfmsnet.engine.config import SolverConfig, resolve_config
+from napari_selfmsnet.engine.devices import device_name, release_memory, resolve_device
+from napari_selfmsnet.engine.inputs import check_image, check_kernel_size, to_channels_first
+from napari_selfmsnet.engine.intensity import IntensityMap
+from napari_selfmsnet.engine.kernel_step import estimate_kernel, solve_kernel
+from napari_selfmsnet.engine.nonblind import deconvolve
+from napari_selfmsnet.engine.optimizer import optimize
+from napari_selfmsnet.engine.polish import polish_kernel
+from napari_selfmsnet.engine.regions import resolve_region  # the API's own choice of window
+from napari_selfmsnet.engine.stack import deblur_stack
 from napari_selfmsnet.evaluation import synth
-from napari_selfmsnet.stack import deblur_stack
 
 #: Side of the phantom tile the synthetic frames are mirrored from.
 PHANTOM_TILE = 384
@@ -196,7 +192,7 @@ def time_finishing(
         start = time.perf_counter()
         kernel = polish_kernel(unit_window, kernel, config, device)
         _sync(device)
-        out.update(polish_rounds=config.refine_rounds, polish_s=time.perf_counter() - start)
+        out.update(polish_rounds=config.polish_rounds, polish_s=time.perf_counter() - start)
     if config.final == "nonblind" or unit_window.shape != unit.shape:
         start = time.perf_counter()
         deconvolve(unit, kernel, method="sparse", device=device)

@@ -37,8 +37,8 @@ import torch
 from _common import DATA_ROOT, finish_like_deblur, machine_info, write_json
 
 from napari_selfmsnet import PRESETS
-from napari_selfmsnet.core.convolution import center_crop, center_kernel, kernel_offset, valid_convolve
-from napari_selfmsnet.core.devices import resolve_device
+from napari_selfmsnet.engine.convolution import center_crop, center_kernel, kernel_offset, valid_convolve
+from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case
 from napari_selfmsnet.evaluation.metrics import align_up_to_shift, psnr
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     # The sparse finish of a final="nonblind" run, without polish rounds: the same solver and
     # weight a run's own kernel would meet.
-    config = replace(PRESETS["quality"], final="nonblind", refine_rounds=0)
+    config = replace(PRESETS["quality"], final="nonblind", polish_rounds=0)
 
     records = []
     for indices in list_levin_cases(args.data, args.images):

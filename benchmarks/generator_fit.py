@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from _common import DATA_ROOT, config_of, machine_info, parse_config_changes, write_json
 
 from napari_selfmsnet import PRESETS
-from napari_selfmsnet.core.convolution import downsample, scale_geometry
-from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.network import canvas_size
-from napari_selfmsnet.core.optimizer import autocast_dtype_for, build_generator, memory_format_for, noise_inputs
+from napari_selfmsnet.engine.convolution import downsample, scale_geometry
+from napari_selfmsnet.engine.devices import resolve_device
+from napari_selfmsnet.engine.network import canvas_size
+from napari_selfmsnet.engine.optimizer import autocast_dtype_for, build_generator, memory_format_for, noise_inputs
 from napari_selfmsnet.evaluation.levin import list_levin_cases, load_levin_case
 
 

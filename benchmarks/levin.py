@@ -41,8 +41,8 @@ from _common import (
 )
 
 from napari_selfmsnet import PRESETS, SolverConfig
-from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.nonblind import DEFAULT_ITERATIONS, DEFAULT_WEIGHTS, deconvolve
+from napari_selfmsnet.engine.devices import resolve_device
+from napari_selfmsnet.engine.nonblind import DEFAULT_ITERATIONS, DEFAULT_WEIGHTS, deconvolve
 from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case
 from napari_selfmsnet.evaluation.metrics import levin_scores
 

@@ -3,10 +3,10 @@
 The generator stage is nearly all of a run's time (about 50-100 s per Levin image on one CPU
 core); the polish rounds and the final deconvolution take seconds, and a short generator run is
 sensitive to rounding, so comparing polish settings through full runs mixes the two. Here the
-generator stage runs once per Levin image (``deblur`` with ``refine_rounds=0``: its kernel,
+generator stage runs once per Levin image (``deblur`` with ``polish_rounds=0``: its kernel,
 centred, saved under ``--cache``; reused by later sweeps), then the same kernel is polished
 under every ``--variant`` (``SolverConfig`` fields changed from the preset, e.g.
-``refine_support_factor=4`` or ``refine_rounds=8;refine_weights=(2e-4,2e-4)``) and the input is
+``polish_support_factor=4`` or ``polish_rounds=8;polish_weights=(2e-4,2e-4)``) and the input is
 deconvolved with the result, as ``deblur`` finishes a ``final="nonblind"`` run, and scored by
 the Levin protocol. Whatever is chosen from such a table is in-sample; a full ``levin.py`` run
 is the test.
@@ -14,7 +14,7 @@ is the test.
 Example::
 
     python benchmarks/polish_sweep.py --preset balanced --images "im*_kernel7" --threads 1 \
-        --variant refine_support_factor=2 --variant refine_support_factor=4 \
+        --variant polish_support_factor=2 --variant polish_support_factor=4 \
         --cache results/polish_cache --out results/polish_sweep.json
 """
 
@@ -30,7 +30,7 @@ import torch
 from _common import DATA_ROOT, finish_like_deblur, machine_info, mean, parse_config_changes, write_json
 
 from napari_selfmsnet import PRESETS, deblur
-from napari_selfmsnet.core.devices import resolve_device
+from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case
 from napari_selfmsnet.evaluation.metrics import levin_scores
 
@@ -41,7 +41,7 @@ def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.de
     path = args.cache / f"{args.preset}_{iterations}it_seed{args.seed}_{case.name}.npy"
     if path.exists():
         return np.load(path)
-    config = replace(PRESETS[args.preset], refine_rounds=0, iterations=iterations)
+    config = replace(PRESETS[args.preset], polish_rounds=0, iterations=iterations)
     result = deblur(
         case.blurred.astype(np.float32), case.kernel.shape, preset=config, device=str(device), seed=args.seed
     )
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    variants = {label: parse_config_changes(label) for label in (args.variant or ["refine_rounds=10"])}
+    variants = {label: parse_config_changes(label) for label in (args.variant or ["polish_rounds=10"])}
     cases = list_levin_cases(args.data, args.images)
     if not cases:
         print(f"no case matches {args.images!r} under {args.data}", file=sys.stderr)

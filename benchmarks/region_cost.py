@@ -30,8 +30,8 @@ import torch
 from _common import DATA_ROOT, machine_info, mean, write_json
 
 from napari_selfmsnet import deblur
-from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.regions import auto_region
+from napari_selfmsnet.engine.devices import resolve_device
+from napari_selfmsnet.engine.regions import auto_region
 from napari_selfmsnet.evaluation.levin import list_levin_cases, load_levin_case
 from napari_selfmsnet.evaluation.metrics import align_up_to_shift, kernel_similarity, levin_scores, psnr
 from napari_selfmsnet.evaluation.synth import make_case

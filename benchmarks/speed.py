@@ -95,11 +95,11 @@ from _speed_cases import (
 from _speed_report import FAITHFUL, markdown_summary, sweep_ratios, switch_comparisons
 
 from napari_selfmsnet import PRESETS
-from napari_selfmsnet.core.config import SolverConfig
-from napari_selfmsnet.core.devices import resolve_device
-from napari_selfmsnet.core.optimizer import autocast_dtype_for, memory_format_for
-from napari_selfmsnet.core.regions import AUTO_REGION_THRESHOLD
-from napari_selfmsnet.core.validation import check_kernel_size
+from napari_selfmsnet.engine.config import SolverConfig
+from napari_selfmsnet.engine.devices import resolve_device
+from napari_selfmsnet.engine.inputs import check_kernel_size
+from napari_selfmsnet.engine.optimizer import autocast_dtype_for, memory_format_for
+from napari_selfmsnet.engine.regions import AUTO_REGION_THRESHOLD
 
 SECTIONS = ("sweep", "switches", "stack", "kernel_step")
 STACK_MODES = ("shared", "per-plane", "per-plane-cold")

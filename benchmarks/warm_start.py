@@ -27,7 +27,7 @@ from _common import machine_info, mean, write_json
 from scipy import ndimage
 
 from napari_selfmsnet import deblur
-from napari_selfmsnet.core.devices import resolve_device
+from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.evaluation.metrics import align_up_to_shift, kernel_similarity, psnr
 from napari_selfmsnet.evaluation.synth import add_noise, blur_valid, motion_kernel, phantom
 

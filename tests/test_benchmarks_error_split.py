@@ -9,7 +9,7 @@ import pytest
 import torch
 from _benchmarks import BENCHMARKS, LEVIN, needs_levin, run_script
 
-from napari_selfmsnet.core.convolution import valid_convolve
+from napari_selfmsnet.engine.convolution import valid_convolve
 from napari_selfmsnet.evaluation.levin import LevinCase, load_levin_case
 
 

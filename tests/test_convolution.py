@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.signal import convolve2d
 
-from napari_selfmsnet.core.convolution import (
+from napari_selfmsnet.engine.convolution import (
     center_crop,
     center_kernel,
     downsample,

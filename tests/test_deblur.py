@@ -6,7 +6,7 @@ import torch
 
 import napari_selfmsnet
 from napari_selfmsnet import Progress, deblur
-from napari_selfmsnet.core.convolution import center_crop, valid_convolve
+from napari_selfmsnet.engine.convolution import center_crop, valid_convolve
 from napari_selfmsnet.evaluation.metrics import align_up_to_shift, kernel_similarity, psnr
 from napari_selfmsnet.evaluation.synth import motion_kernel
 
@@ -173,7 +173,7 @@ class TestRegion:
         assert seen[0].image.shape == (64, 70) and seen[0].region == [60, 70, 64, 70]
 
     def test_auto_region_on_a_large_frame_picks_the_textured_window(self, frame, monkeypatch):
-        from napari_selfmsnet.core import regions
+        from napari_selfmsnet.engine import regions
 
         # Scaled-down thresholds so a small frame counts as "large" here.
         monkeypatch.setattr(regions, "AUTO_REGION_THRESHOLD", 100)

@@ -17,6 +17,7 @@ from napari_selfmsnet.distributed import FileJob, RunOptions, make_plan, run_das
 distributed = pytest.importorskip("distributed")
 
 from _tiny_run import FAST, KSIZE
+
 OPTIONS = RunOptions((KSIZE, KSIZE), method="self-msnet-s", iterations=3, device="cpu", nonblind="wiener")
 
 

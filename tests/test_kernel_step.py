@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_selfmsnet.core.convolution import center_crop, valid_convolve
-from napari_selfmsnet.core.kernel_step import clean_kernel, edge_mask, estimate_kernel, solve_kernel, woodbury_centering
+from napari_selfmsnet.engine.convolution import center_crop, valid_convolve
+from napari_selfmsnet.engine.kernel_step import (
+    clean_kernel,
+    edge_mask,
+    estimate_kernel,
+    solve_kernel,
+    woodbury_centering,
+)
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
 from napari_selfmsnet.evaluation.synth import motion_kernel, phantom
 

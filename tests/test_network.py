@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from napari_selfmsnet.core.convolution import scale_geometry
-from napari_selfmsnet.core.network import NonLocalBlock, SelfMSNet, canvas_size
-from napari_selfmsnet.core.losses import ssim
+from napari_selfmsnet.engine.convolution import scale_geometry
+from napari_selfmsnet.engine.losses import differentiable_ssim
+from napari_selfmsnet.engine.network import NonLocalBlock, SelfMSNet, canvas_size
 
 
 @pytest.mark.parametrize("image", [(64, 64), (67, 58)])
@@ -36,7 +36,7 @@ def test_ssim_loss_matches_scikit_image(rng):
     expected = structural_similarity(
         a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     )
-    got = ssim(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None])
+    got = differentiable_ssim(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None])
     # scikit-image averages over the padded-cropped image, we over the valid part.
     assert float(got) == pytest.approx(expected, abs=0.02)
 
@@ -44,7 +44,7 @@ def test_ssim_loss_matches_scikit_image(rng):
 def test_ssim_gradcheck(rng):
     a = torch.from_numpy(rng.random((1, 1, 12, 12))).requires_grad_()
     b = torch.from_numpy(rng.random((1, 1, 12, 12)))
-    assert torch.autograd.gradcheck(lambda t: ssim(t, b), (a,))
+    assert torch.autograd.gradcheck(lambda t: differentiable_ssim(t, b), (a,))
 
 
 def test_non_local_block_is_dot_product_attention_over_pooled_keys():

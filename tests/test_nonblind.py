@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from napari_selfmsnet.core import tiling
-from napari_selfmsnet.core.nonblind import deconvolve
+from napari_selfmsnet.engine import tiling
+from napari_selfmsnet.engine.nonblind import deconvolve
 from napari_selfmsnet.evaluation import synth
 
 KERNEL = synth.motion_kernel(11, 3)

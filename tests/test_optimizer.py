@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_selfmsnet.core import optimizer as optimizer_module
-from napari_selfmsnet.core.config import PRESETS, SolverConfig, resolve_config
-from napari_selfmsnet.core.convolution import kernel_offset, valid_convolve
-from napari_selfmsnet.core.optimizer import optimize
+from napari_selfmsnet.engine import optimizer as optimizer_module
+from napari_selfmsnet.engine.config import PRESETS, SolverConfig, resolve_config
+from napari_selfmsnet.engine.convolution import kernel_offset, valid_convolve
+from napari_selfmsnet.engine.optimizer import optimize
 from napari_selfmsnet.evaluation.synth import motion_kernel
 
 KERNEL = (7, 7)
@@ -24,7 +24,7 @@ def observation() -> torch.Tensor:
 
 
 def _config(**changes) -> SolverConfig:
-    base = replace(PRESETS["fast"], width=8, preview_every=5, final="generator", refine_rounds=0)
+    base = replace(PRESETS["fast"], width=8, preview_every=5, final="generator", polish_rounds=0)
     return replace(resolve_config(base, "self-msnet-s", 20), **changes)
 
 

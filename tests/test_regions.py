@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_selfmsnet.core.regions import (
+from napari_selfmsnet.engine.regions import (
     AUTO_REGION_SIZE,
     AUTO_REGION_THRESHOLD,
     Region,
@@ -16,7 +16,7 @@ from napari_selfmsnet.core.regions import (
     check_region,
     edge_energy_map,
 )
-from napari_selfmsnet.stack import select_reference_plane
+from napari_selfmsnet.engine.stack import select_reference_plane
 
 
 def _texture(size: int, seed: int = 0) -> np.ndarray:

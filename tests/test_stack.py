@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage, signal
 
-from napari_selfmsnet.core.results import DeblurResult, Progress
-from napari_selfmsnet.stack import (
-    StackResult,
-    apply_kernel,
-    deblur_stack,
-    delta_kernel,
-    select_reference_plane,
-)
+from napari_selfmsnet.engine.kernel_step import delta_kernel
+from napari_selfmsnet.engine.records import DeblurResult, Progress, StackResult
+from napari_selfmsnet.engine.stack import apply_kernel, deblur_stack, select_reference_plane
 
 KSIZE = 5
 TINY = {"method": "self-msnet-s", "iterations": 3, "device": "cpu", "seed": 0}
@@ -81,7 +76,7 @@ def _fake_deblur(calls: list, stop_at: tuple[int, int] | None = None):
     def fake(image, kernel_size, *, callback=None, **kwargs):
         calls.append(kwargs)
         image = np.asarray(image)
-        kernel = delta_kernel(tuple(kernel_size))
+        kernel = delta_kernel(tuple(kernel_size)).numpy()
         for it in range(1, 5):
             progress = Progress(iteration=it, total=4, loss=1.0 / it)
             if callback is not None and callback(progress):
@@ -160,7 +155,7 @@ class TestDeblurStackValidation:
 class TestStopRequests:
     def test_per_plane_stop_keeps_done_planes_and_leaves_the_rest(self, monkeypatch):
         calls: list = []
-        monkeypatch.setattr("napari_selfmsnet.api.deblur", _fake_deblur(calls))
+        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur", _fake_deblur(calls))
         stack = _blurred_stack(4)
         seen: list[tuple[int, int]] = []
 
@@ -175,13 +170,13 @@ class TestStopRequests:
         np.testing.assert_array_equal(result.image[0], stack[0] + 1.0)  # finished
         np.testing.assert_array_equal(result.image[1], stack[1] + 0.5)  # best so far
         np.testing.assert_array_equal(result.image[2:], stack[2:].astype(np.float32))
-        np.testing.assert_array_equal(result.kernels[3], delta_kernel((KSIZE, KSIZE)))
+        np.testing.assert_array_equal(result.kernels[3], delta_kernel((KSIZE, KSIZE)).numpy())
         assert result.image.dtype == np.float32
         assert set(seen) == {(0, 4), (1, 4)}
         assert [c["seed"] for c in calls] == [7, 7]  # the same seed for every plane
 
     def test_shared_stop_during_estimation(self, monkeypatch):
-        monkeypatch.setattr("napari_selfmsnet.api.deblur", _fake_deblur([]))
+        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur", _fake_deblur([]))
         stack = _blurred_stack(3)
         result = deblur_stack(
             stack, KSIZE, mode="shared", reference_plane=1, callback=lambda p: setattr(p, "stop", True)
@@ -192,7 +187,7 @@ class TestStopRequests:
         np.testing.assert_array_equal(result.image[0], stack[0].astype(np.float32))
 
     def test_no_stop_is_not_cancelled(self, monkeypatch):
-        monkeypatch.setattr("napari_selfmsnet.api.deblur", _fake_deblur([]))
+        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur", _fake_deblur([]))
         result = deblur_stack(_blurred_stack(2), KSIZE, mode="per-plane")
         assert not result.cancelled
         assert result.params["unfinished_planes"] == []
@@ -279,7 +274,7 @@ class TestDeblurStackEngine:
 class TestApplyKernel:
     def test_delta_kernel_keeps_the_image(self):
         plane = _blurred_stack(1)[0]
-        out = apply_kernel(plane, delta_kernel((KSIZE, KSIZE)), device="cpu", method=NONBLIND)
+        out = apply_kernel(plane, delta_kernel((KSIZE, KSIZE)).numpy(), device="cpu", method=NONBLIND)
         assert out.dtype == np.float32 and out.shape == plane.shape
         # A delta kernel has nothing to undo: the output stays close to the input.
         assert np.abs(out - plane).mean() < 0.05 * plane.mean()

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .core.config import PRESETS
-from .core.devices import resolve_device
-from .core.results import Progress
-from .stack import warm_iteration_count
+from .engine.config import PRESETS
+from .engine.devices import resolve_device
+from .engine.records import Progress
+from .engine.stack import warm_iteration_count
 
 __all__ = [
     "DeblurJob",
@@ -205,7 +205,7 @@ def shapes_region(shapes: Any, image: Any, spatial_shape: tuple[int, int]) -> tu
 class PlaneStack:
     """The planes of a layer as a lazy ``(P, H, W)`` or ``(P, H, W, 3)`` array-like.
 
-    ``napari_selfmsnet.stack.deblur_stack`` reads planes one at a time with
+    ``napari_selfmsnet.deblur_stack`` reads planes one at a time with
     ``np.asarray(stack[i])``; this maps ``i`` onto the layer's leading axes (a 4-D
     ``(T, Z, Y, X)`` layer gives ``T * Z`` planes, T-major), so no reshape of the (possibly
     lazy) data is needed. Each plane read is also checked: an RGBA plane loses its alpha
@@ -408,8 +408,8 @@ class DeblurJob:
 
     def run(self, callback: Callable[[Progress], bool]) -> JobOutcome:
         """Run the engine (in the worker thread) and shape the result like the layer."""
-        from .api import deblur
-        from .stack import deblur_stack
+        from .engine.pipeline import deblur
+        from .engine.stack import deblur_stack
 
         source = self.source
         if self.mode in ("current", "single"):

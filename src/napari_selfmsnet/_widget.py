@@ -3,7 +3,7 @@
 A thin shell: named magicgui controls, a validation step that turns them into a
 :class:`~napari_selfmsnet._layers.DeblurJob`, and a napari generator worker that runs the job
 in a thread. The engine
-(:func:`napari_selfmsnet.deblur`, :mod:`napari_selfmsnet.stack`) reports progress through its
+(:func:`napari_selfmsnet.deblur`, :mod:`napari_selfmsnet.engine.stack`) reports progress through its
 callback; the callback forwards throttled records to the GUI through the worker's ``yielded``
 signal and answers ``True`` once Cancel was pressed, so the run stops at its next record.
 Registered only through ``napari.yaml``; the package's ``__init__`` never imports this module.
@@ -36,12 +36,12 @@ from ._layers import (
     progress_step,
     shapes_region,
 )
-from .core.config import METHOD_SCALES, PRESETS
-from .core.convolution import scale_geometry
-from .core.devices import available_devices, release_memory, resolve_device
-from .core.regions import check_region
-from .core.results import Progress
-from .core.validation import check_kernel_size
+from .engine.config import METHOD_SCALES, PRESETS
+from .engine.convolution import scale_geometry
+from .engine.devices import available_devices, release_memory, resolve_device
+from .engine.inputs import check_kernel_size
+from .engine.records import Progress
+from .engine.regions import check_region
 
 if TYPE_CHECKING:
     import napari

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from . import io
-from .core.config import METHOD_SCALES, PRESETS
 from .distributed import FileJob, Outcome, RunOptions
+from .engine.config import METHOD_SCALES, PRESETS
 
 __all__ = ["build_parser", "expand_inputs", "main", "plan_jobs"]
 
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_device(parser: argparse.ArgumentParser, device: str) -> None:
-    from .core.devices import resolve_device
+    from .engine.devices import resolve_device
 
     try:
         resolve_device(device)
@@ -463,7 +463,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import deblur
+    from .engine.pipeline import deblur
     from .evaluation.metrics import levin_scores
     from .evaluation.sample import blurred_sample, sample_kernel, sharp_sample
 

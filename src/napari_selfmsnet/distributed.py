@@ -6,7 +6,7 @@ processed in one of four ways, chosen by :func:`plan_mode`:
 ``single``     the file holds one plane: a blind run on it.
 ``current``    one plane only (``--plane``, else the plane with the strongest edges).
 ``shared``     a blind run on the reference plane estimates the kernel; every plane is then
-               deconvolved with it (:func:`napari_selfmsnet.stack.apply_kernel`).
+               deconvolved with it (:func:`napari_selfmsnet.engine.stack.apply_kernel`).
 ``per-plane``  a blind run on every plane, same seed for each; in this process each plane is
                warm-started from the previous one (``RunOptions.warm_start``), on Dask every
                plane is its own task and runs from scratch.
@@ -34,7 +34,7 @@ import numpy as np
 from distributed import WorkerPlugin
 
 from . import io
-from .stack import apply_kernel, deblur_stack, select_reference_plane
+from .engine.stack import apply_kernel, deblur_stack, select_reference_plane
 
 __all__ = [
     "FileJob",
@@ -162,7 +162,7 @@ def create_outputs(job: FileJob, plan: Plan) -> Plan:
 
 def estimate_kernel(job: FileJob, plan: Plan) -> dict[str, Any]:
     """Shared mode, step 1: a blind run on the reference plane (chosen here if not given)."""
-    from .api import deblur
+    from .engine.pipeline import deblur
 
     start = time.perf_counter()
     planes = _input_planes(job)
@@ -186,7 +186,7 @@ def apply_to_plane(job: FileJob, plan: Plan, index: int, estimate: dict[str, Any
 
 def deblur_plane(job: FileJob, plan: Plan, index: int) -> dict[str, Any]:
     """Per-plane mode: a blind run on plane ``index``; writes the image, returns the kernel."""
-    from .api import deblur
+    from .engine.pipeline import deblur
 
     start = time.perf_counter()
     result = deblur(_input_planes(job)[index], job.options.kernel_size, **job.options.deblur_kwargs())
@@ -228,7 +228,7 @@ def finish(job: FileJob, plan: Plan, kernels: np.ndarray, report: dict[str, Any]
 
 def process_file(job: FileJob, callback: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """The whole pipeline for one file in this process; returns a small summary."""
-    from .api import deblur
+    from .engine.pipeline import deblur
 
     start = time.perf_counter()
     plan = create_outputs(job, make_plan(job))

@@ -4,7 +4,7 @@ Shared by the tests, the benchmarks and the napari sample data, so all of them s
 same microscope. Every function that draws random numbers takes ``rng``: a
 :class:`numpy.random.Generator` or an integer seed (the same seed gives the same data).
 
-The blur is a *valid* convolution (:func:`napari_selfmsnet.core.convolution.valid_convolve`):
+The blur is a *valid* convolution (:func:`napari_selfmsnet.engine.convolution.valid_convolve`):
 the sharp image is larger than the blurred one by the kernel support, so no boundary
 condition (wrap-around, mirroring) leaks into the data.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from ..core.convolution import valid_convolve
+from ..engine.convolution import valid_convolve
 
 __all__ = [
     "SynthCase",

@@ -18,46 +18,46 @@ import torch
 
 from .config import SolverConfig
 from .convolution import center_kernel
+from .inputs import to_channels_first
 from .kernel_step import estimate_kernel
 from .nonblind import deconvolve
-from .validation import to_channels_first
 
-__all__ = ["finish_with_kernel", "polish_kernel", "polish_support_factor", "polish_weights"]
+__all__ = ["finish_with_kernel", "polish_kernel", "round_support_factor", "round_weights"]
 
 
 def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(to_channels_first(image.astype(np.float32, copy=False)))[None].to(device)
 
 
-def polish_weights(config: SolverConfig) -> np.ndarray:
-    """The sparse prior's weight in each polish round: ``config.refine_weights`` decayed
-    geometrically over ``config.refine_rounds`` (continuation, as in classical alternating MAP)."""
-    first, last = config.refine_weights
-    return np.geomspace(first, last, config.refine_rounds)
+def round_weights(config: SolverConfig) -> np.ndarray:
+    """The sparse prior's weight in each polish round: ``config.polish_weights`` decayed
+    geometrically over ``config.polish_rounds`` (continuation, as in classical alternating MAP)."""
+    first, last = config.polish_weights
+    return np.geomspace(first, last, config.polish_rounds)
 
 
-def polish_support_factor(config: SolverConfig) -> float:
-    """The support-threshold factor of the polish rounds: ``config.refine_support_factor``,
+def round_support_factor(config: SolverConfig) -> float:
+    """The support-threshold factor of the polish rounds: ``config.polish_support_factor``,
     or the finest scale's factor when that is ``None``."""
-    if config.refine_support_factor is not None:
-        return config.refine_support_factor
+    if config.polish_support_factor is not None:
+        return config.polish_support_factor
     return config.support_factor(len(config.scales) - 1)
 
 
 def polish_kernel(
     observation: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
 ) -> np.ndarray:
-    """``config.refine_rounds`` rounds of (sparse deconvolution with the weights of
-    :func:`polish_weights`, kernel step) on ``observation``.
+    """``config.polish_rounds`` rounds of (sparse deconvolution with the weights of
+    :func:`round_weights`, kernel step) on ``observation``.
 
     Shape: ``observation`` ``(H, W)`` or ``(H, W, 3)`` in normalised units; ``kernel``
     ``(kh, kw)``. Returns the polished kernel, centred by :func:`.convolution.center_kernel`,
-    summing to 1 (with ``refine_rounds=0`` just the centred input kernel).
+    summing to 1 (with ``polish_rounds=0`` just the centred input kernel).
     """
     y = _as_batch(observation, device)
     percentile = config.final_edge_percentile
     kernel = center_kernel(torch.from_numpy(np.ascontiguousarray(kernel))).numpy()
-    for weight in polish_weights(config):
+    for weight in round_weights(config):
         sharp = deconvolve(observation, kernel, method="sparse", weight=weight, device=device)
         k = estimate_kernel(
             _as_batch(sharp, device),
@@ -65,7 +65,7 @@ def polish_kernel(
             tuple(kernel.shape),
             lam=config.kernel_lambda,
             gamma=config.centroid_weight,
-            support_factor=polish_support_factor(config),
+            support_factor=round_support_factor(config),
             prune_fraction=config.prune_fraction,
             edge_percentile=percentile,
         )

@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:  # the records themselves need no torch
     from .optimizer import WarmStart
 
-__all__ = ["Progress", "DeblurResult"]
+__all__ = ["Progress", "DeblurResult", "StackResult"]
 
 
 @dataclass
@@ -79,3 +79,45 @@ class DeblurResult:
     @property
     def final_loss(self) -> float:
         return float(self.history[-1]) if len(self.history) else float("nan")
+
+
+@dataclass
+class StackResult:
+    """The outcome of :func:`deblur_stack`.
+
+    Attributes
+    ----------
+    image : ndarray of float32, shape (P, H, W) or (P, H, W, 3)
+        The deblurred planes, in the input's intensity units.
+    kernels : ndarray of float32, shape (P, kh, kw)
+        The kernel of every plane (true-convolution orientation, each sums to 1). Shared mode:
+        the one kernel repeated. Per-plane mode: a plane that was never started holds a delta
+        kernel, which is what its output (the input unchanged) corresponds to.
+    params : dict
+        ``mode``, ``planes``, ``kernel_size``, ``reference_plane`` (shared mode),
+        ``plane_params`` (per plane in per-plane mode; the reference run's in shared mode),
+        ``nonblind_method`` (shared mode), ``unfinished_planes`` and ``interrupted_plane``.
+    device : str
+        Where it ran.
+    elapsed_s : float
+        Wall time in seconds.
+    cancelled : bool
+        True when a callback asked the run to stop.
+    final_loss : float
+        Shared mode: the reference run's final loss; per-plane mode: the mean over the planes
+        that ran (NaN when none did).
+    kernel : ndarray of float32, shape (kh, kw), or None
+        The shared kernel (shared mode only).
+    histories : list of ndarray
+        The loss history of every blind run (one in shared mode, one per plane run).
+    """
+
+    image: np.ndarray
+    kernels: np.ndarray
+    params: dict[str, Any]
+    device: str
+    elapsed_s: float
+    cancelled: bool = False
+    final_loss: float = float("nan")
+    kernel: np.ndarray | None = None
+    histories: list[np.ndarray] = field(default_factory=list)

@@ -5,14 +5,9 @@ import pytest
 import torch
 
 from napari_selfmsnet import PRESETS
-from napari_selfmsnet.core.convolution import valid_convolve
-from napari_selfmsnet.core.nonblind import deconvolve
-from napari_selfmsnet.core.refine import (
-    finish_with_kernel,
-    polish_kernel,
-    polish_support_factor,
-    polish_weights,
-)
+from napari_selfmsnet.engine.convolution import valid_convolve
+from napari_selfmsnet.engine.nonblind import deconvolve
+from napari_selfmsnet.engine.polish import finish_with_kernel, polish_kernel, round_support_factor, round_weights
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
 from napari_selfmsnet.evaluation.synth import motion_kernel
 
@@ -27,7 +22,7 @@ def test_polish_sharpens_a_widened_kernel():
     blurred = valid_convolve(torch.from_numpy(padded)[None, None], torch.from_numpy(true))[0, 0].numpy()
     wide = gaussian_filter(true, 1.0)
     wide /= wide.sum()
-    config = replace(PRESETS["fast"], refine_rounds=4)
+    config = replace(PRESETS["fast"], polish_rounds=4)
     kernel = polish_kernel(blurred.astype(np.float32), wide.astype(np.float32), config, torch.device("cpu"))
     assert kernel.dtype == np.float32 and kernel.shape == true.shape
     assert kernel.sum() == pytest.approx(1, abs=1e-5)
@@ -35,12 +30,12 @@ def test_polish_sharpens_a_widened_kernel():
 
 
 def test_polish_weights_decay_from_strong_to_weak():
-    config = replace(PRESETS["fast"], refine_rounds=5, refine_weights=(4e-3, 2.5e-4))
-    weights = polish_weights(config)
+    config = replace(PRESETS["fast"], polish_rounds=5, polish_weights=(4e-3, 2.5e-4))
+    weights = round_weights(config)
     np.testing.assert_allclose(weights, [4e-3, 2e-3, 1e-3, 5e-4, 2.5e-4])
-    assert polish_weights(replace(config, refine_rounds=0)).size == 0
-    with pytest.raises(ValueError, match="refine_weights"):
-        replace(config, refine_weights=(4e-3, 0.0))
+    assert round_weights(replace(config, polish_rounds=0)).size == 0
+    with pytest.raises(ValueError, match="polish_weights"):
+        replace(config, polish_weights=(4e-3, 0.0))
 
 
 def _dot_and_faint_trail() -> np.ndarray:
@@ -66,7 +61,7 @@ def test_polish_support_factor_keeps_a_faint_trail():
     wide /= wide.sum()
     similarity = {}
     for factor in (2.0, 4.0):
-        config = replace(PRESETS["fast"], refine_rounds=4, refine_support_factor=factor)
+        config = replace(PRESETS["fast"], polish_rounds=4, polish_support_factor=factor)
         kernel = polish_kernel(blurred.astype(np.float32), wide, config, torch.device("cpu"))
         similarity[factor] = kernel_similarity(kernel, true)
     # The hard threshold of the generator stage (2) cuts the arc; the polish's own, looser one
@@ -76,11 +71,11 @@ def test_polish_support_factor_keeps_a_faint_trail():
 
 
 def test_polish_support_factor_defaults_to_the_finest_scale():
-    assert polish_support_factor(PRESETS["fast"]) == PRESETS["fast"].refine_support_factor == 4.0
-    unset = replace(PRESETS["fast"], refine_support_factor=None, support_factors=(2.0, 3.0, 7.0, 10.0))
-    assert polish_support_factor(unset) == 10.0
-    with pytest.raises(ValueError, match="refine_support_factor"):
-        replace(unset, refine_support_factor=0.0)
+    assert round_support_factor(PRESETS["fast"]) == PRESETS["fast"].polish_support_factor == 4.0
+    unset = replace(PRESETS["fast"], polish_support_factor=None, support_factors=(2.0, 3.0, 7.0, 10.0))
+    assert round_support_factor(unset) == 10.0
+    with pytest.raises(ValueError, match="polish_support_factor"):
+        replace(unset, polish_support_factor=0.0)
 
 
 def test_finish_polishes_only_with_final_nonblind_and_deconvolves_the_frame():
@@ -89,7 +84,7 @@ def test_finish_polishes_only_with_final_nonblind_and_deconvolves_the_frame():
     window = frame[4:36, 6:38]
     kernel = motion_kernel(5, rng=2).astype(np.float32)
     cpu = torch.device("cpu")
-    polish = replace(PRESETS["fast"], refine_rounds=2)
+    polish = replace(PRESETS["fast"], polish_rounds=2)
     out_kernel, sharp = finish_with_kernel(window, frame, kernel, polish, cpu)
     np.testing.assert_array_equal(out_kernel, polish_kernel(window, kernel, polish, cpu))
     np.testing.assert_array_equal(sharp, deconvolve(frame, out_kernel, method="sparse", device=cpu))
@@ -103,7 +98,7 @@ def test_polish_centres_a_flipped_view_of_a_kernel_without_touching_it():
     k = np.zeros((7, 7), np.float32)
     k[1, 1:5] = 0.25
     view = k[::-1, ::-1]
-    config = replace(PRESETS["fast"], refine_rounds=0)
+    config = replace(PRESETS["fast"], polish_rounds=0)
     out = polish_kernel(np.full((40, 40), 0.5, np.float32), view, config, torch.device("cpu"))
     expected = np.zeros((7, 7), np.float32)
     expected[3, 2:6] = 0.25

@@ -1,37 +1,15 @@
-"""Checks at the public boundary, and the one intensity policy of the project.
+"""Checks at the public boundary, and the channel layout torch works in.
 
-Intensities stay in the input's units: the engine works on the image mapped affinely to
-``[0, 1 / headroom]`` and maps its result back with the inverse map, so uint16 counts in give
-float32 counts out (never rescaled to [0, 1], never clipped to the input's dtype range).
+What the engine accepts (:func:`check_image`, :func:`check_kernel_size`) and how an accepted
+``(H, W)`` or ``(H, W, 3)`` image is laid out for torch (channels first). The intensity policy
+is :mod:`.intensity`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-__all__ = ["IntensityMap", "check_image", "check_kernel_size", "to_channels_first", "from_channels_first"]
-
-
-@dataclass(frozen=True)
-class IntensityMap:
-    """Affine map between the input's units and the engine's normalised units."""
-
-    offset: float
-    scale: float
-
-    @classmethod
-    def fit(cls, image: np.ndarray, headroom: float = 1.0) -> IntensityMap:
-        lo = float(np.min(image))
-        hi = float(np.max(image))
-        return cls(offset=lo, scale=(hi - lo) * headroom)
-
-    def to_unit(self, image: np.ndarray) -> np.ndarray:
-        return ((np.asarray(image, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
-
-    def to_input_units(self, image: np.ndarray) -> np.ndarray:
-        return (np.asarray(image, dtype=np.float64) * self.scale + self.offset).astype(np.float32)
+__all__ = ["check_image", "check_kernel_size", "to_channels_first", "from_channels_first"]
 
 
 def to_channels_first(image: np.ndarray) -> np.ndarray:
@@ -61,7 +39,7 @@ def check_image(image: object) -> np.ndarray:
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
         raise ValueError(
             f"image must be 2-D (H, W) grey or (H, W, 3) RGB, got shape {array.shape}; "
-            "for a stack, deblur one plane at a time or use napari_selfmsnet.stack.deblur_stack"
+            "for a stack, deblur one plane at a time or use napari_selfmsnet.deblur_stack"
         )
     if array.size == 0 or min(array.shape[:2]) == 0:
         raise ValueError(f"image is empty (shape {array.shape})")

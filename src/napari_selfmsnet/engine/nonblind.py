@@ -15,7 +15,7 @@ Three methods, all on torch (CPU or GPU) in float32:
 Boundaries: the observation is real data with non-periodic borders, the same size as the
 sharp image. None of the methods assumes a boundary condition: they estimate a latent image
 larger than the observation by the kernel support and blur it with the project's *valid*
-convolution (:mod:`napari_selfmsnet.core.convolution`), so the pixels outside the frame are
+convolution (:mod:`napari_selfmsnet.engine.convolution`), so the pixels outside the frame are
 unknowns that nothing forces to be periodic, zero or mirrored. This leaves no ringing at the
 frame edges. The valid model is made FFT-friendly by the splitting of Almeida & Figueiredo
 (2013): the latent image lives on a periodic domain at least ``H + kh`` by ``W + kw``, the
@@ -45,8 +45,9 @@ import torch
 from scipy.fft import next_fast_len
 
 from .devices import resolve_device
+from .inputs import from_channels_first, to_channels_first
+from .intensity import IntensityMap
 from .tiling import resolve_tiling, solve_tiled
-from .validation import IntensityMap, from_channels_first, to_channels_first
 
 __all__ = [
     "DEFAULT_ITERATIONS",

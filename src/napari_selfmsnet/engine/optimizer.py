@@ -25,7 +25,7 @@ from .convolution import (
     valid_convolve,
 )
 from .kernel_step import delta_kernel, estimate_kernel
-from .losses import ssim, total_variation
+from .losses import differentiable_ssim, total_variation
 from .network import SelfMSNet, canvas_size, scale_level
 
 __all__ = [
@@ -282,7 +282,7 @@ def optimize(
                     k = torch.where(torch.isfinite(estimate).all(), estimate, k)
                 new_kernels.append(k)
                 blurred = valid_convolve(x, k)
-                data = 1 - ssim(blurred, y) if use_ssim else torch.mean((blurred - y) ** 2)
+                data = 1 - differentiable_ssim(blurred, y) if use_ssim else torch.mean((blurred - y) ** 2)
                 loss = loss + data
                 if config.tv_weight > 0:
                     loss = loss + config.tv_weight * total_variation(center_crop(x, g.kernel))

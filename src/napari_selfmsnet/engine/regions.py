@@ -4,14 +4,14 @@ The blind optimizer's time and memory grow with the number of pixels, but the ke
 small array shared by the whole frame (the blur is assumed uniform). A window that holds enough
 strong edges pins the kernel down as well as the whole frame does; the sharp image of the whole
 frame then comes from a fast non-blind deconvolution with that kernel
-(:func:`napari_selfmsnet.core.nonblind.deconvolve`).
+(:func:`napari_selfmsnet.engine.nonblind.deconvolve`).
 
 Why edges: a blurred edge shows the kernel's profile across it, and only across it. Flat areas
 and fine texture say little about the kernel, noise says nothing; strong edges that are well
 separated (each blurred edge seen without its neighbours' blur on top) and run in several
 directions constrain every direction of the kernel. :func:`auto_region` therefore looks for the
 window with the most energy in the strongest gradients, which is the same score
-:func:`napari_selfmsnet.stack.select_reference_plane` uses to pick a plane of a stack.
+:func:`napari_selfmsnet.engine.stack.select_reference_plane` uses to pick a plane of a stack.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""Differentiable image losses of the image step (SSIM with a Gaussian window, TV)."""
+"""Differentiable image losses of the image step (SSIM with a Gaussian window, TV).
+
+The scores that judge a result (:func:`napari_selfmsnet.evaluation.metrics.ssim`) are NumPy
+and never differentiated; these run inside the optimizer on torch tensors.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ssim", "total_variation"]
+__all__ = ["differentiable_ssim", "total_variation"]
 
 _C1 = 0.01**2
 _C2 = 0.03**2
@@ -18,7 +22,7 @@ def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor)
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def differentiable_ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM of two ``(N, C, H, W)`` images with data range 1 (Gaussian window, valid part).
 
     The usual constants (K1 = 0.01, K2 = 0.03) and a population covariance, as in

@@ -9,19 +9,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core.config import SolverConfig, resolve_config
-from .core.devices import device_name, release_memory, resolve_device
-from .core.optimizer import optimize
-from .core.refine import finish_with_kernel
-from .core.regions import Region, resolve_region
-from .core.results import DeblurResult, Progress
-from .core.validation import (
-    IntensityMap,
+from .config import SolverConfig, resolve_config
+from .devices import device_name, release_memory, resolve_device
+from .inputs import (
     check_image,
     check_kernel_size,
     from_channels_first,
     to_channels_first,
 )
+from .intensity import IntensityMap
+from .optimizer import optimize
+from .polish import finish_with_kernel
+from .records import DeblurResult, Progress
+from .regions import Region, resolve_region
 
 __all__ = ["deblur"]
 

@@ -41,13 +41,13 @@ class SolverConfig:
         non-blind step), registered with the input and with the kernel centred;
         ``"nonblind"`` deconvolves the input with the estimated kernel by the sparse-prior
         solver of :mod:`.nonblind` (better on short runs, whose generator output is still
-        smooth); ``refine_rounds``: with ``final="nonblind"``, rounds of
+        smooth); ``polish_rounds``: with ``final="nonblind"``, rounds of
         (sparse non-blind deconvolution, kernel step on its sharper result) that polish the
-        full-scale kernel before the last deconvolution; ``refine_weights``: the sparse prior's
+        full-scale kernel before the last deconvolution; ``polish_weights``: the sparse prior's
         weight in those rounds' deconvolutions, ``(first, last)``, decayed geometrically
         between them (a strong prior first keeps only salient edges, which steer a poor kernel
         out of its local minimum; the last matches the final deconvolution);
-        ``refine_support_factor``: the support-threshold factor of the polish rounds' kernel
+        ``polish_support_factor``: the support-threshold factor of the polish rounds' kernel
         steps (``None``: the finest scale's); the polish solves from a sharp image, so it can
         keep faint kernel trails that the generator stage must cut; ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
@@ -88,9 +88,9 @@ class SolverConfig:
     mask_warmup: int = 1
     headroom: float = 1.0
     final: Literal["generator", "nonblind"] = "generator"
-    refine_rounds: int = 0
-    refine_weights: tuple[float, float] = (4e-3, 2e-4)
-    refine_support_factor: float | None = None
+    polish_rounds: int = 0
+    polish_weights: tuple[float, float] = (4e-3, 2e-4)
+    polish_support_factor: float | None = None
     preview_every: int = 10
     kernel_every: int = 1
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
@@ -118,10 +118,10 @@ class SolverConfig:
             raise ValueError(
                 f"memory_format must be 'auto', 'contiguous' or 'channels_last', got {self.memory_format!r}"
             )
-        if len(self.refine_weights) != 2 or any(not (w > 0) for w in self.refine_weights):
-            raise ValueError(f"refine_weights must be two positive weights (first, last), got {self.refine_weights}")
-        if self.refine_support_factor is not None and not (self.refine_support_factor > 0):
-            raise ValueError(f"refine_support_factor must be positive or None, got {self.refine_support_factor}")
+        if len(self.polish_weights) != 2 or any(not (w > 0) for w in self.polish_weights):
+            raise ValueError(f"polish_weights must be two positive weights (first, last), got {self.polish_weights}")
+        if self.polish_support_factor is not None and not (self.polish_support_factor > 0):
+            raise ValueError(f"polish_support_factor must be positive or None, got {self.polish_support_factor}")
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
 
@@ -156,8 +156,8 @@ _FAST = SolverConfig(
     centroid_weight=1e-6,
     support_factors=(2.0, 2.0, 2.0, 2.0),
     final="nonblind",
-    refine_rounds=10,
-    refine_support_factor=4.0,
+    polish_rounds=10,
+    polish_support_factor=4.0,
 )
 
 PRESETS: dict[str, SolverConfig] = {

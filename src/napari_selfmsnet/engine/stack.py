@@ -10,21 +10,21 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from .core.kernel_step import delta_kernel as _delta
-from .core.regions import edge_energy_map
-from .core.results import Progress
-from .core.validation import check_kernel_size
+from .inputs import check_kernel_size
+from .kernel_step import delta_kernel
+from .nonblind import deconvolve
+from .pipeline import deblur
+from .records import Progress, StackResult
+from .regions import edge_energy_map
 
 __all__ = [
     "StackResult",
     "apply_kernel",
     "deblur_stack",
-    "delta_kernel",
     "select_reference_plane",
     "warm_iteration_count",
 ]
@@ -38,53 +38,6 @@ STACK_MODES: tuple[str, ...] = ("shared", "per-plane")
 #: 22.31 dB. Half the iterations keep the cold runs' quality at half their generator work; a
 #: quarter, enough when a cold run had 250 iterations, loses 1.4 dB after 120.
 WARM_FRACTION = 0.5
-
-
-@dataclass
-class StackResult:
-    """The outcome of :func:`deblur_stack`.
-
-    Attributes
-    ----------
-    image : ndarray of float32, shape (P, H, W) or (P, H, W, 3)
-        The deblurred planes, in the input's intensity units.
-    kernels : ndarray of float32, shape (P, kh, kw)
-        The kernel of every plane (true-convolution orientation, each sums to 1). Shared mode:
-        the one kernel repeated. Per-plane mode: a plane that was never started holds a delta
-        kernel, which is what its output (the input unchanged) corresponds to.
-    params : dict
-        ``mode``, ``planes``, ``kernel_size``, ``reference_plane`` (shared mode),
-        ``plane_params`` (per plane in per-plane mode; the reference run's in shared mode),
-        ``nonblind_method`` (shared mode), ``unfinished_planes`` and ``interrupted_plane``.
-    device : str
-        Where it ran.
-    elapsed_s : float
-        Wall time in seconds.
-    cancelled : bool
-        True when a callback asked the run to stop.
-    final_loss : float
-        Shared mode: the reference run's final loss; per-plane mode: the mean over the planes
-        that ran (NaN when none did).
-    kernel : ndarray of float32, shape (kh, kw), or None
-        The shared kernel (shared mode only).
-    histories : list of ndarray
-        The loss history of every blind run (one in shared mode, one per plane run).
-    """
-
-    image: np.ndarray
-    kernels: np.ndarray
-    params: dict[str, Any]
-    device: str
-    elapsed_s: float
-    cancelled: bool = False
-    final_loss: float = float("nan")
-    kernel: np.ndarray | None = None
-    histories: list[np.ndarray] = field(default_factory=list)
-
-
-def delta_kernel(kernel_shape: tuple[int, int]) -> np.ndarray:
-    """The identity kernel of ``kernel_shape`` (1 at the centre) as float32 NumPy."""
-    return _delta(kernel_shape).numpy()
 
 
 def _stack_geometry(stack: Any) -> tuple[int, tuple[int, ...]]:
@@ -124,7 +77,7 @@ def select_reference_plane(stack: Any) -> int:
     -----
     The kernel estimate needs strong, well-separated edges; a plane that is blank or far out of
     focus has little gradient energy. The score is the sum of
-    :func:`~napari_selfmsnet.core.regions.edge_energy_map`: the squared gradient magnitudes at
+    :func:`~napari_selfmsnet.engine.regions.edge_energy_map`: the squared gradient magnitudes at
     or above the 90th percentile of a plane smoothed with a Gaussian of sigma 1 pixel; it is
     not normalised by brightness, so a bright in-focus plane wins over a dim one.
     """
@@ -146,7 +99,7 @@ def apply_kernel(plane: np.ndarray, kernel: np.ndarray, *, device: str = "auto",
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda:N"`` or ``"mps"``.
     method : str
-        Passed to :func:`napari_selfmsnet.core.nonblind.deconvolve`.
+        Passed to :func:`napari_selfmsnet.engine.nonblind.deconvolve`.
 
     Returns
     -------
@@ -158,8 +111,6 @@ def apply_kernel(plane: np.ndarray, kernel: np.ndarray, *, device: str = "auto",
         raise ValueError(f"plane must have shape (H, W) or (H, W, 3), got {plane.shape}")
     if kernel.ndim != 2:
         raise ValueError(f"kernel must be 2-D (kh, kw), got shape {kernel.shape}")
-    from .core.nonblind import deconvolve
-
     out = deconvolve(plane, kernel, method=method, device=device)
     return np.asarray(out, dtype=np.float32)
 
@@ -240,8 +191,6 @@ def deblur_stack(
         in ``params["unfinished_planes"]``; the plane whose blind run was stopped keeps that
         run's best estimate and is ``params["interrupted_plane"]``.
     """
-    from .api import deblur
-
     if mode not in STACK_MODES:
         raise ValueError(f"mode must be one of {STACK_MODES}, got {mode!r}")
     if "callback" in deblur_kwargs or "image" in deblur_kwargs:
@@ -334,7 +283,7 @@ def warm_iteration_count(cold_iterations: int, warm_iterations: int | None = Non
 
 def _per_plane(stack, kshape, tagger, out, deblur, kwargs, warm_start, warm_iterations) -> StackResult:
     planes = tagger.planes
-    kernels = np.repeat(delta_kernel(kshape)[None], planes, axis=0)
+    kernels = np.repeat(delta_kernel(kshape).numpy()[None], planes, axis=0)
     plane_params: list[dict | None] = [None] * planes
     histories, losses = [], []
     device = str(kwargs.get("device", "auto"))

@@ -1,5 +1,5 @@
 """Shared bits of the benchmark scripts: machine description, peak memory, safe JSON writing,
-and the finish of a run on a given kernel."""
+and the non-blind stages of a run on a given kernel."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from napari_selfmsnet import PRESETS, SolverConfig, io
+from napari_selfmsnet.engine.config import resolve_config
 from napari_selfmsnet.engine.intensity import IntensityMap
-from napari_selfmsnet.engine.polish import finish_with_kernel
+from napari_selfmsnet.engine.polish import nonblind_steps
+from napari_selfmsnet.engine.steps import drain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shared data folder sits next to the repository (never copied into it).
@@ -43,22 +45,25 @@ def parse_config_changes(text: str) -> dict:
 
 
 def config_of(args: argparse.Namespace) -> SolverConfig:
-    """``args.preset``'s SolverConfig with the ``--set`` changes (``args.changes``) applied."""
-    return dataclasses.replace(PRESETS[args.preset], **args.changes)
+    """``args.preset``'s SolverConfig, with ``args.method``'s scales (where the script has a
+    ``--method``) and the ``--set`` changes (``args.changes``) applied."""
+    return dataclasses.replace(resolve_config(args.preset, getattr(args, "method", None)), **args.changes)
 
 
-def finish_like_deblur(
+def nonblind_like_deblur(
     blurred: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Finish ``kernel`` on ``blurred`` as ``deblur`` finishes a run under ``config``.
+    """The stages after the blind one on ``kernel`` and ``blurred``, as ``deblur`` runs them
+    under ``config`` (the polish with ``final="nonblind"``, then the sparse deconvolution).
 
     In ``deblur``'s normalised units (the sparse prior's weight depends on them), by
-    :func:`finish_with_kernel`; returns ``(kernel, deblurred image in blurred's units)``.
+    :func:`~napari_selfmsnet.engine.polish.nonblind_steps`; returns ``(kernel, deblurred
+    image in blurred's units)``.
     """
     image = np.asarray(blurred, dtype=np.float32)
     intensity = IntensityMap.fit(image, config.headroom)
     unit = intensity.to_unit(image)
-    kernel, sharp = finish_with_kernel(unit, unit, kernel, config, device)
+    kernel, sharp = drain(nonblind_steps(unit, unit, kernel, config, device))
     return kernel, intensity.to_input_units(sharp)
 
 

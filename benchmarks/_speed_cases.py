@@ -17,7 +17,7 @@ import torch
 from _common import peak_memory, reset_peak_memory
 from scipy.signal import fftconvolve
 
-from napari_selfmsnet import PRESETS, deblur
+from napari_selfmsnet import deblur
 from napari_selfmsnet.engine.config import SolverConfig, resolve_config
 from napari_selfmsnet.engine.devices import device_name, release_memory, resolve_device
 from napari_selfmsnet.engine.inputs import check_image, check_kernel_size, to_channels_first
@@ -36,7 +36,7 @@ PHANTOM_TILE = 384
 
 def build_config(preset: str, overrides: dict, method: str) -> SolverConfig:
     """The preset with ``overrides`` (SolverConfig fields) and the method's scales."""
-    return resolve_config(replace(PRESETS[preset], **overrides), method, None)
+    return replace(resolve_config(preset, method), **overrides)
 
 
 # --------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def time_optimizer(
 ) -> tuple[list[float], object]:
     """Wall time of each of the first ``warmup + timed`` iterations, and the last state."""
     device = observation.device
-    run = optimize(observation, kernel_shape, replace(config, preview_every=1), seed=0)
+    run = optimize(observation, kernel_shape, config, seed=0, progress_every=1)
     times: list[float] = []
     state = None
     tick = time.perf_counter()
@@ -173,14 +173,14 @@ def time_optimizer(
     return times, state
 
 
-def time_finishing(
+def time_nonblind_stages(
     unit: np.ndarray,
     unit_window: np.ndarray,
     kernel: np.ndarray,
     config: SolverConfig,
     device: torch.device,
 ) -> dict:
-    """The stage after the optimizer, as ``deblur`` runs it: polish rounds on the region,
+    """The stages after the blind one, as ``deblur`` runs them: polish rounds on the region,
     then the sparse deconvolution of the whole frame (each only when the run does it)."""
     out = {
         "polish_rounds": 0,
@@ -227,7 +227,7 @@ def measure_iterations(case: dict, device: torch.device) -> dict:
     kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
     del observation, state
     release_memory(device)
-    finishing = time_finishing(unit, unit_window, kernel / kernel.sum(), config, device)
+    nonblind = time_nonblind_stages(unit, unit_window, kernel / kernel.sum(), config, device)
     first_s = sum(times[:warmup])
     record.update(
         region=window.to_list(),
@@ -237,13 +237,13 @@ def measure_iterations(case: dict, device: torch.device) -> dict:
         first_iterations_s=first_s,
         seconds_per_iteration=per_iteration,
         iteration_times_s=times,
-        finishing=finishing,
+        nonblind_stages=nonblind,
         time_to_result_kind="projected",
         projected_time_to_result_s=setup_s
         + first_s
         + per_iteration * (config.iterations - warmup)
-        + finishing["polish_s"]
-        + finishing["deconvolve_s"],
+        + nonblind["polish_s"]
+        + nonblind["deconvolve_s"],
     )
     record["time_to_result_s"] = record["projected_time_to_result_s"]
     if config.compile:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, finish_like_deblur, machine_info, write_json
+from _common import DATA_ROOT, machine_info, nonblind_like_deblur, write_json
 
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.engine.convolution import center_crop, center_kernel, kernel_offset, valid_convolve
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.border < 1:
         parser.error("--border must be at least 1")
     device = resolve_device(args.device)
-    # The sparse finish of a final="nonblind" run, without polish rounds: the same solver and
+    # The sparse deconvolution of a final="nonblind" run, without polish rounds: the same solver and
     # weight a run's own kernel would meet.
     config = replace(PRESETS["quality"], final="nonblind", polish_rounds=0)
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and path.exists():
             saved = np.load(path)
             image, kernel = registered(saved["image"].astype(np.float32), saved["kernel"])
-            _, sparse = finish_like_deblur(case.blurred, kernel, config, device)
+            _, sparse = nonblind_like_deblur(case.blurred, kernel, config, device)
             record["result"] = describe(image, kernel, case, args.border)
             record["sparse_own_kernel"] = describe(sparse, kernel, case, args.border)
             for label in ("result", "sparse_own_kernel"):

@@ -76,15 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--trace", type=int, default=None, metavar="N",
-        help="also score the run's current image and kernel every N iterations (a multiple of the preset's "
-             "preview_every), to see where a long run peaks",
+        help="also score the run's current image and kernel every N iterations, to see where a long run peaks",
     )  # fmt: skip
     args = parser.parse_args(argv)
     args.changes = {name: value for item in args.changes for name, value in item.items()}
-    if args.trace is not None:
-        every = config_of(args).preview_every
-        if args.trace < 1 or args.trace % every:
-            parser.error(f"--trace must be a positive multiple of preview_every ({every}), got {args.trace}")
+    if args.trace is not None and args.trace < 1:
+        parser.error(f"--trace must be a positive number of iterations, got {args.trace}")
     return args
 
 
@@ -116,17 +113,17 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         trace: list[dict] = []
 
         def score_preview(progress) -> None:
-            # The previews are what the run holds at that iteration: the generator's image
-            # and the current kernel, before any final deconvolution.
-            if progress.iteration % args.trace == 0 and progress.image is not None:
+            # The blind stage's previews are what the run holds at that iteration: the
+            # generator's image and the current kernel, before any non-blind stage.
+            if progress.stage == "blind":
                 preview = np.clip(progress.image.astype(np.float64), 0, 1)
                 scores = levin_scores(preview, case.sharp, kernel=progress.kernel, true_kernel=case.kernel)
-                trace.append({"iteration": progress.iteration, "loss": progress.loss, **scores})
+                trace.append({"iteration": progress.step, "loss": progress.loss, **scores})
 
         result = deblur(
             case.blurred.astype(np.float32), case.kernel.shape, method=args.method, preset=preset_of(args),
             iterations=args.iterations, device=str(device), seed=args.seed,
-            callback=score_preview if args.trace else None,
+            callback=score_preview if args.trace else None, progress_every=args.trace or 10,
         )  # fmt: skip
         if args.trace:
             record["trace"] = trace

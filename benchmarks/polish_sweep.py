@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, finish_like_deblur, machine_info, mean, parse_config_changes, write_json
+from _common import DATA_ROOT, machine_info, mean, nonblind_like_deblur, parse_config_changes, write_json
 
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.engine.devices import resolve_device
@@ -51,9 +51,9 @@ def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.de
     return result.kernel
 
 
-def finish(case: LevinCase, kernel: np.ndarray, config, device: torch.device) -> dict:
+def polish_and_score(case: LevinCase, kernel: np.ndarray, config, device: torch.device) -> dict:
     """Finish ``kernel`` under ``config`` as ``deblur`` does, in its normalised units; score."""
-    polished, image = finish_like_deblur(case.blurred, kernel, config, device)
+    polished, image = nonblind_like_deblur(case.blurred, kernel, config, device)
     return levin_scores(np.clip(image.astype(np.float64), 0, 1), case.sharp, kernel=polished, true_kernel=case.kernel)
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         kernel = generator_kernel(case, args, device)
         record = {"name": case.name}
         for label, changes in variants.items():
-            record[label] = finish(case, kernel, replace(PRESETS[args.preset], **changes), device)
+            record[label] = polish_and_score(case, kernel, replace(PRESETS[args.preset], **changes), device)
         payload["images"].append(record)
         payload["summary"] = {
             label: {

@@ -41,7 +41,7 @@ How it is measured
 
     Time to the final result, labelled ``time_to_result_kind``: ``"projected"`` (default) is
     setup (region choice, intensity fit, transfer) + the warm-up iterations + seconds per
-    iteration x the remaining iterations + the finishing stage, timed directly (the polish
+    iteration x the remaining iterations + the non-blind stages, timed directly (the polish
     rounds of :func:`~napari_selfmsnet.core.refine.polish_kernel` on the region and the
     full-frame sparse :func:`~napari_selfmsnet.core.nonblind.deconvolve`, each when the
     configuration does them); ``"measured"`` (``--end-to-end``) is the wall time of a full
@@ -247,7 +247,7 @@ def iteration_case(args, device: torch.device, name: str, size: int, kernel: int
         "overrides": None,
         "cudnn_benchmark": None,
         "region": "full" if whole else region,
-        "config": {**config.to_dict(), **resolved, "preview_every": None},
+        "config": {**config.to_dict(), **resolved},
     }
     return case
 

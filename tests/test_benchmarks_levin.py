@@ -18,14 +18,14 @@ def levin(*args: str) -> subprocess.CompletedProcess:
 def test_tiny_run_applies_the_set_changes_and_scores_the_image(tmp_path):
     out, table = tmp_path / "levin.json", tmp_path / "levin.md"
     done = levin(
-        "--images", "im1_kernel5", "--preset", "quality", "--set", "iterations=6;width=8;preview_every=2",
+        "--images", "im1_kernel5", "--preset", "quality", "--set", "iterations=6;width=8",
         "--set", "amp='bf16'", "--trace", "2",
         "--out", str(out), "--markdown", str(table), "--save", str(tmp_path / "saved"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["run"]["preset"] == "quality"
-    assert report["run"]["changes"] == {"iterations": 6, "width": 8, "preview_every": 2, "amp": "bf16"}
+    assert report["run"]["changes"] == {"iterations": 6, "width": 8, "amp": "bf16"}
     (record,) = report["images"]
     assert record["name"] == "im1_kernel5"
     assert record["result"]["iterations"] == 6
@@ -52,8 +52,8 @@ def test_a_set_that_names_no_config_field_is_refused(tmp_path):
     assert not (tmp_path / "never.json").exists()
 
 
-def test_a_trace_between_previews_is_refused(tmp_path):
-    # Previews come every preview_every iterations; a trace step between them would never fire.
-    done = levin("--preset", "fast", "--trace", "15", "--out", str(tmp_path / "never.json"))
+def test_a_trace_of_no_iterations_is_refused(tmp_path):
+    # The trace sets how often the run reports (progress_every), so any positive count works.
+    done = levin("--preset", "fast", "--trace", "0", "--out", str(tmp_path / "never.json"))
     assert done.returncode == 2
-    assert "--trace must be a positive multiple of preview_every (10), got 15" in done.stderr
+    assert "--trace must be a positive number of iterations, got 0" in done.stderr

@@ -44,8 +44,8 @@ def test_tiny_run_writes_every_section(tmp_path):
     assert fast["time_to_result_kind"] == "projected"
     assert fast["region"] == [0, 0, 48, 48]
     assert fast["seconds_per_iteration"] > 0 and fast["memory"]["peak"]["cpu_peak_rss_mib"] > 0
-    assert fast["finishing"]["polish_rounds"] == PRESETS["fast"].polish_rounds
-    assert fast["finishing"]["deconvolve_s"] > 0
+    assert fast["nonblind_stages"]["polish_rounds"] == PRESETS["fast"].polish_rounds
+    assert fast["nonblind_stages"]["deconvolve_s"] > 0
     assert "too large for a 48x48 image" in report["sweep"][2]["reason"]
     assert [(r["size"], r["config"]) for r in report["ratios"]] == [(48, "fast")]
     assert [r["status"] for r in report["kernel_step"]] == ["ok", "ok"]

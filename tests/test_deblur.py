@@ -1,5 +1,7 @@
 """The public pipeline end to end: real optimizer, small images, few iterations."""
 
+from dataclasses import FrozenInstanceError
+
 import numpy as np
 import pytest
 import torch
@@ -92,21 +94,31 @@ def test_callback_progress_and_cancel(blurred_case):
 
     def callback(progress: Progress) -> bool:
         seen.append(progress)
-        return progress.iteration >= 20
+        return progress.stage == "blind" and progress.step >= 20
 
     result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback)
     assert result.cancelled and result.iterations_run == 20
-    assert [p.iteration for p in seen] == [10, 20]
+    assert [p.step for p in seen if p.stage == "blind"] == [10, 20]
     assert seen[0].image.shape == blurred_case[0].shape and seen[0].kernel.shape == (7, 7)
     assert result.kernel.sum() == pytest.approx(1, abs=1e-5)
+    # A stop ends the blind stage only: the polish and the deconvolution still run and report.
+    assert [p.stage for p in seen][2:] == ["polish"] * 10 + ["deconvolve"] * 10
 
 
-def test_stop_flag_on_progress(blurred_case):
-    def callback(progress: Progress) -> None:
-        progress.stop = True
+def test_records_are_frozen_and_a_true_return_stops_every_stage(blurred_case):
+    seen: list[Progress] = []
+
+    def callback(progress: Progress) -> bool:
+        seen.append(progress)
+        return True
 
     result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback)
     assert result.cancelled and result.iterations_run == 10
+    # Each later stage stopped at its first record.
+    assert [(p.stage, p.step) for p in seen] == [("blind", 10), ("polish", 1), ("deconvolve", 10)]
+    assert result.image.shape == blurred_case[0].shape and np.all(np.isfinite(result.image))
+    with pytest.raises(FrozenInstanceError):
+        seen[0].step = 3
 
 
 class TestBadInput:

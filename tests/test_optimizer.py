@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from napari_selfmsnet.engine import optimizer as optimizer_module
-from napari_selfmsnet.engine.config import PRESETS, SolverConfig, resolve_config
+from napari_selfmsnet.engine.config import SolverConfig, resolve_config
 from napari_selfmsnet.engine.convolution import kernel_offset, valid_convolve
-from napari_selfmsnet.engine.optimizer import optimize
+from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.synth import motion_kernel
 
 KERNEL = (7, 7)
@@ -24,15 +24,24 @@ def observation() -> torch.Tensor:
 
 
 def _config(**changes) -> SolverConfig:
-    base = replace(PRESETS["fast"], width=8, preview_every=5, final="generator", polish_rounds=0)
-    return replace(resolve_config(base, "self-msnet-s", 20), **changes)
+    base = replace(resolve_config("fast", "self-msnet-s", 20), width=8, final="generator", polish_rounds=0)
+    return replace(base, **changes)
+
+
+def optimize(observation, kernel_shape, config, **kwargs):
+    """The optimizer with a state every 5 iterations."""
+    return optimizer_module.optimize(observation, kernel_shape, config, progress_every=5, **kwargs)
 
 
 def _final(run):
-    state = None
-    for state in run:
-        pass
-    return state
+    return drain(run)
+
+
+def _states(run):
+    """Every state yielded, and the final one returned."""
+    states = []
+    final = drain(run, states.append)
+    return states, final
 
 
 def test_divergence_guard_rolls_back_and_finishes_finite(observation, monkeypatch):
@@ -57,13 +66,27 @@ def test_divergence_guard_rolls_back_and_finishes_finite(observation, monkeypatc
 
 
 def test_loss_is_read_back_once_per_window(observation):
-    states = list(optimize(observation, KERNEL, _config(), seed=0))
-    assert [s.iteration for s in states] == [5, 10, 15, 20]
-    assert states[-1].finished and states[-1].warm_start is not None
+    states, final = _states(optimize(observation, KERNEL, _config(), seed=0))
+    assert [s.iteration for s in states] + [final.iteration] == [5, 10, 15, 20]
+    assert final.finished and final.warm_start is not None
+
+
+def test_a_true_value_sent_stops_the_run_at_that_state(observation):
+    states = []
+
+    def stop_at_ten(state):
+        states.append(state)
+        return state.iteration == 10
+
+    final = drain(optimize(observation, KERNEL, _config(), seed=0), stop_at_ten)
+    assert [s.iteration for s in states] == [5, 10]
+    assert final is states[-1] and not final.finished and final.warm_start is None
+    assert len(final.history) == 10
 
 
 def test_states_hand_out_registered_images_and_centred_kernels(observation):
-    for state in optimize(observation, KERNEL, _config(), seed=0):
+    states, final = _states(optimize(observation, KERNEL, _config(), seed=0))
+    for state in [*states, final]:
         assert state.image.shape == observation.shape
         assert kernel_offset(state.kernel) == (0, 0)
         assert float(state.kernel.sum()) == pytest.approx(1, abs=1e-5)

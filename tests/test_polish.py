@@ -7,7 +7,8 @@ import torch
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.engine.convolution import valid_convolve
 from napari_selfmsnet.engine.nonblind import deconvolve
-from napari_selfmsnet.engine.polish import finish_with_kernel, polish_kernel, round_support_factor, round_weights
+from napari_selfmsnet.engine.polish import nonblind_steps, polish_kernel, round_support_factor, round_weights
+from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
 from napari_selfmsnet.evaluation.synth import motion_kernel
 
@@ -78,19 +79,41 @@ def test_polish_support_factor_defaults_to_the_finest_scale():
         replace(unset, polish_support_factor=0.0)
 
 
-def test_finish_polishes_only_with_final_nonblind_and_deconvolves_the_frame():
+def test_nonblind_stages_polish_only_with_final_nonblind_and_deconvolve_the_frame():
     rng = np.random.default_rng(3)
     frame = rng.random((40, 44)).astype(np.float32)
     window = frame[4:36, 6:38]
     kernel = motion_kernel(5, rng=2).astype(np.float32)
     cpu = torch.device("cpu")
     polish = replace(PRESETS["fast"], polish_rounds=2)
-    out_kernel, sharp = finish_with_kernel(window, frame, kernel, polish, cpu)
+    records = []
+    out_kernel, sharp = drain(nonblind_steps(window, frame, kernel, polish, cpu), records.append)
     np.testing.assert_array_equal(out_kernel, polish_kernel(window, kernel, polish, cpu))
     np.testing.assert_array_equal(sharp, deconvolve(frame, out_kernel, method="sparse", device=cpu))
+    assert [(r.stage, r.step, r.total) for r in records] == [("polish", 1, 2), ("polish", 2, 2)] + [
+        ("deconvolve", n, 100) for n in range(10, 101, 10)
+    ]
     # final="generator" (a region run of the paper's configuration): the kernel is used as it is.
-    kept, sharp = finish_with_kernel(window, frame, kernel, replace(polish, final="generator"), cpu)
+    kept, sharp = drain(nonblind_steps(window, frame, kernel, replace(polish, final="generator"), cpu))
     assert kept is kernel and sharp.shape == frame.shape
+
+
+def test_a_stopped_polish_keeps_its_kernel_and_the_frame_is_still_deconvolved():
+    rng = np.random.default_rng(3)
+    frame = rng.random((40, 44)).astype(np.float32)
+    kernel = motion_kernel(5, rng=2).astype(np.float32)
+    cpu = torch.device("cpu")
+    config = replace(PRESETS["fast"], polish_rounds=4)
+    records = []
+
+    def stop_after_round_two(record):
+        records.append(record)
+        return record.stage == "polish" and record.step == 2
+
+    out_kernel, sharp = drain(nonblind_steps(frame, frame, kernel, config, cpu), stop_after_round_two)
+    assert [r.stage for r in records] == ["polish"] * 2 + ["deconvolve"] * 10
+    np.testing.assert_array_equal(out_kernel, records[1].kernel)  # the kernel of round 2
+    np.testing.assert_array_equal(sharp, deconvolve(frame, out_kernel, method="sparse", device=cpu))
 
 
 def test_polish_centres_a_flipped_view_of_a_kernel_without_touching_it():

@@ -78,7 +78,7 @@ def _fake_deblur(calls: list, stop_at: tuple[int, int] | None = None):
         image = np.asarray(image)
         kernel = delta_kernel(tuple(kernel_size)).numpy()
         for it in range(1, 5):
-            progress = Progress(iteration=it, total=4, loss=1.0 / it)
+            progress = Progress(stage="blind", step=it, total=4, loss=1.0 / it)
             if callback is not None and callback(progress):
                 return DeblurResult(
                     image.astype(np.float32) + 0.5,
@@ -161,7 +161,7 @@ class TestStopRequests:
 
         def callback(progress):
             seen.append((progress.plane, progress.planes))
-            return progress.plane == 1 and progress.iteration == 2
+            return progress.plane == 1 and progress.step == 2
 
         result = deblur_stack(stack, KSIZE, mode="per-plane", callback=callback, seed=7)
         assert result.cancelled
@@ -179,7 +179,7 @@ class TestStopRequests:
         monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur", _fake_deblur([]))
         stack = _blurred_stack(3)
         result = deblur_stack(
-            stack, KSIZE, mode="shared", reference_plane=1, callback=lambda p: setattr(p, "stop", True)
+            stack, KSIZE, mode="shared", reference_plane=1, callback=lambda p: True
         )
         assert result.cancelled
         assert result.params["interrupted_plane"] == 1

@@ -212,7 +212,7 @@ def test_run_adds_deblurred_image_and_kernel(viewer_widget, qtbot, rng):
     assert widget.worker is None and widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.progress_bar.value == widget.progress_bar.max
     assert widget.status.value.startswith("done")
-    assert yielded[0] == "started" and any(getattr(record, "iteration", 0) >= 1 for record in yielded)
+    assert yielded[0] == "started" and any(getattr(record, "step", 0) >= 1 for record in yielded)
     # The active layer moved to the results, but the widget keeps the input selected.
     assert widget.image_layer.value.name == "cells"
 
@@ -226,7 +226,7 @@ def test_cancel_stops_quickly_and_keeps_the_estimate(viewer_widget, qtbot, rng, 
     cancelled_at = []
 
     def cancel_on_first_progress(record) -> None:
-        if not cancelled_at and hasattr(record, "iteration"):
+        if not cancelled_at and hasattr(record, "step"):
             cancelled_at.append(time.monotonic())
             if where == "widget":
                 widget.cancel_button.clicked.emit()
@@ -401,7 +401,7 @@ def test_gui_stays_responsive_and_closing_the_viewer_stops_the_run(make_napari_v
     worker = widget.run()
     progress = []
     worker.yielded.connect(progress.append)
-    qtbot.waitUntil(lambda: any(hasattr(record, "iteration") for record in progress), timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: any(hasattr(record, "step") for record in progress), timeout=RUN_TIMEOUT_MS)
     qtbot.wait(1500)
     timer.stop()
     # The live preview and the progress bar follow the run.
@@ -595,7 +595,8 @@ def test_progress_records_are_sparser_on_a_gpu(viewer_widget, rng, monkeypatch):
     viewer.add_image(_blurred(rng, (40, 40)), name="cells")
     _configure(widget)
     job = widget.build_job()
-    assert job.engine_kwargs()["preset"].preview_every == 1
+    assert job.engine_kwargs()["progress_every"] == 1
     # Reading the loss back every iteration would synchronise a GPU every iteration.
     monkeypatch.setattr(_layers, "resolve_device", lambda device: torch.device("cuda", 0))
-    assert job.engine_kwargs()["preset"].preview_every == 10
+    assert job.engine_kwargs()["progress_every"] == 10
+    assert job.engine_kwargs()["preset"] == "fast"  # recorded by its name

@@ -8,7 +8,6 @@ engine asks for it, so Dask- and Zarr-backed layers stay lazy.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ _WIDE_INTEGERS = (np.dtype(np.int64), np.dtype(np.uint64))
 #: record reads the loss back to the host, which waits for the device's queued work, so a record
 #: every iteration would keep the GPU from running ahead; GPU iterations are short enough that
 #: Cancel (honoured at the next record) still acts promptly.
-_GPU_PREVIEW_EVERY = 10
+_GPU_PROGRESS_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -388,19 +387,19 @@ class DeblurJob:
         return iterations
 
     @property
-    def preview_every(self) -> int:
-        """Iterations between the engine's progress records."""
+    def progress_every(self) -> int:
+        """Blind-stage iterations between the engine's progress records."""
         # On the CPU every iteration reaches the callback, so Cancel is honoured within one
         # iteration even with the slow "quality" preset (the forwarding to the GUI is
         # throttled instead); on a GPU that would synchronise the device every iteration.
-        return 1 if resolve_device(self.device).type == "cpu" else _GPU_PREVIEW_EVERY
+        return 1 if resolve_device(self.device).type == "cpu" else _GPU_PROGRESS_EVERY
 
     def engine_kwargs(self) -> dict[str, Any]:
-        config = dataclasses.replace(PRESETS[self.preset], preview_every=self.preview_every)
         return {
             "method": self.method,
             "iterations": self.iterations,
-            "preset": config,
+            "preset": self.preset,
+            "progress_every": self.progress_every,
             "device": self.device,
             "seed": self.seed,
             "region": self.region,
@@ -453,7 +452,7 @@ class DeblurJob:
             "cancelled": bool(cancelled),
             "data_level": 0 if source.multiscale else None,
             **extra,
-            "params": _name_preset(params, self.preset),
+            "params": params,
         }
         return JobOutcome(
             image=np.asarray(image, dtype=np.float32),
@@ -461,22 +460,6 @@ class DeblurJob:
             metadata=metadata,
             cancelled=bool(cancelled),
         )
-
-
-def _name_preset(params: dict[str, Any], preset: str) -> dict[str, Any]:
-    """``params`` with the preset's name where the engine wrote "custom".
-
-    The widget passes the preset as a SolverConfig (to get a callback every iteration), which
-    the engine records as "custom"; the layer's metadata names the preset it came from.
-    """
-    named = dict(params)
-    if named.get("preset") == "custom":
-        named["preset"] = preset
-    if isinstance(named.get("plane_params"), list):
-        named["plane_params"] = [
-            None if plane is None else _name_preset(plane, preset) for plane in named["plane_params"]
-        ]
-    return named
 
 
 @dataclass
@@ -491,20 +474,18 @@ class JobOutcome:
     error: str | None = None
 
 
-def progress_step(progress: Progress, job: DeblurJob, phase: dict[str, Any]) -> int:
+def progress_step(progress: Progress, job: DeblurJob) -> int:
     """Position of a progress record on the widget's bar (0 .. ``job.total_steps``).
 
-    ``phase`` is a dict kept by the caller for the whole run (shared mode tells the blind run
-    on the reference plane from the non-blind pass over the planes with it).
+    The bar counts blind-stage iterations (per plane in per-plane mode) and, in shared mode,
+    the planes deconvolved with the shared kernel; a run's polish and deconvolution records
+    sit at the end of its blind stage.
     """
     iterations = job.full_iterations
+    if progress.stage == "planes":
+        return iterations + progress.step
     if job.mode == "per-plane":
-        return job.plane_offset(progress.plane or 0) + progress.iteration
-    if job.mode == "shared":
-        # Records of the blind run on the reference plane come first (iterations increasing);
-        # then one record per plane deconvolved (iteration = planes done, total = planes).
-        if phase.get("nonblind") or progress.total != iterations or progress.iteration <= phase.get("last", 0):
-            phase["nonblind"] = True
-            return iterations + progress.iteration
-        phase["last"] = progress.iteration
-    return progress.iteration
+        plane = progress.plane or 0
+        done = progress.step if progress.stage == "blind" else job.plane_offset(plane + 1) - job.plane_offset(plane)
+        return job.plane_offset(plane) + done
+    return progress.step if progress.stage == "blind" else iterations

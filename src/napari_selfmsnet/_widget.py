@@ -83,6 +83,17 @@ _REGION_TOOLTIP = (
 )
 
 
+def _describe(record: Progress) -> str:
+    """What a progress record says, for the status line."""
+    if record.stage == "blind":
+        return f"iteration {record.step}/{record.total}, loss {record.loss:.4g}"
+    if record.stage == "polish":
+        return f"polishing the kernel, round {record.step}/{record.total}"
+    if record.stage == "deconvolve":
+        return f"deconvolving, iteration {record.step}/{record.total}"
+    return f"deconvolving plane {record.step}/{record.total} with the shared kernel"
+
+
 class _ProgressChannel:
     """The engine's callback, called in the worker thread.
 
@@ -156,7 +167,6 @@ class DeblurWidget(Container):
         self._job: DeblurJob | None = None
         self._pbar: cancelable_progress | None = None
         self._cancel_requested = False
-        self._phase: dict[str, Any] = {}
         self._last_preview = -np.inf
         self._adding_layers = False
         self._closed = False
@@ -405,7 +415,6 @@ class DeblurWidget(Container):
 
         self._job = job
         self._cancel_requested = False
-        self._phase = {}
         self._last_preview = -np.inf
         total = job.total_steps
         self._pbar = cancelable_progress(total=total, desc=f"Deblurring {job.source.name}")
@@ -450,14 +459,12 @@ class DeblurWidget(Container):
         if job is None or not isinstance(record, Progress):
             self.status.value = "running..."
             return
-        step = min(progress_step(record, job, self._phase), job.total_steps)
+        step = min(progress_step(record, job), job.total_steps)
         self.progress_bar.value = step
         if self._pbar is not None and step > self._pbar.n:
             self._pbar.update(step - self._pbar.n)
         where = f"plane {record.plane + 1}/{record.planes}, " if record.planes and job.mode != "current" else ""
-        self.status.value = (
-            f"{where}iteration {record.iteration}/{record.total}, loss {record.loss:.4g}, {record.elapsed_s:.0f} s"
-        )
+        self.status.value = f"{where}{_describe(record)}, {record.elapsed_s:.0f} s"
         now = time.monotonic()
         if record.image is not None and now - self._last_preview >= _PREVIEW_INTERVAL_S:
             self._last_preview = now

@@ -390,15 +390,16 @@ def _run_here(args: argparse.Namespace, todo: list[FileJob], report) -> list[Out
 
 
 def _bar_callback(bar: Any):
-    """Progress records -> a tqdm bar (iterations of the current plane)."""
+    """Progress records -> a tqdm bar (the steps of the current stage, and plane)."""
 
     def callback(progress) -> None:
         if bar.total != progress.total:
             bar.reset(total=progress.total)
-        if progress.planes:
-            bar.set_description(f"plane {progress.plane + 1}/{progress.planes}", refresh=False)
-        bar.n = progress.iteration
-        bar.set_postfix(loss=f"{progress.loss:.4g}", refresh=False)
+        where = f"plane {progress.plane + 1}/{progress.planes} " if progress.planes else ""
+        bar.set_description(f"{where}{progress.stage}", refresh=False)
+        bar.n = progress.step
+        if progress.loss is not None:
+            bar.set_postfix(loss=f"{progress.loss:.4g}", refresh=False)
         bar.refresh()
 
     return callback

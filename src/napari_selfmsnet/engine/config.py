@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-__all__ = ["SolverConfig", "PRESETS", "METHOD_SCALES", "resolve_config"]
+__all__ = ["SolverConfig", "PRESETS", "METHOD_SCALES", "method_of", "resolve_config"]
 
-#: Pyramid scales per method, coarse to fine.
+#: Pyramid scales per method, coarse to fine: the multi-scale generator and its single-scale
+#: ablation (Self-MSNet-S).
 METHOD_SCALES: dict[str, tuple[float, ...]] = {
     "self-msnet": (0.125, 0.25, 0.5, 1.0),
     "self-msnet-s": (1.0,),
@@ -58,8 +59,8 @@ class SolverConfig:
         in between (1: every iteration, as in the paper); ``amp``: mixed precision for the
         generator's forward and backward pass (``"auto"``: bfloat16 on CUDA GPUs that support
         it, else float16; off on CPU and MPS: on CPUs with AMX ``"bf16"`` runs the 128-channel
-        network 2.2x faster, but its effect on the result there is unmeasured); the kernel step and the
-        loss always run in float32; ``memory_format``: ``"channels_last"`` lays feature maps
+        network faster, but its effect on the result there is unmeasured); the kernel step and
+        the loss always run in float32; ``memory_format``: ``"channels_last"`` lays feature maps
         out for the tensor cores and for oneDNN's convolutions (``"auto"``: on CUDA and CPU,
         not on MPS); ``compile``: ``torch.compile``
         the generator (pays off on long GPU runs; the first iterations then include
@@ -91,7 +92,6 @@ class SolverConfig:
     polish_rounds: int = 0
     polish_weights: tuple[float, float] = (4e-3, 2e-4)
     polish_support_factor: float | None = None
-    preview_every: int = 10
     kernel_every: int = 1
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"
@@ -105,7 +105,7 @@ class SolverConfig:
                 f"support_factors needs one value or one per scale ({len(self.scales)}), "
                 f"got {self.support_factors}"
             )
-        for name in ("width", "iterations", "input_channels", "skip_channels", "preview_every", "kernel_every"):
+        for name in ("width", "iterations", "input_channels", "skip_channels", "kernel_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.loss not in ("ssim", "mse"):
@@ -160,39 +160,66 @@ _FAST = SolverConfig(
     polish_support_factor=4.0,
 )
 
+#: The named configurations, fastest first (their figures on Levin's set: docs/benchmarks.md).
 PRESETS: dict[str, SolverConfig] = {
-    # Measured on Levin's 32 images, 255 x 255, one CPU core each (docs/benchmarks.md): a
-    # narrow network and a short run find the kernel's extent; a stronger kernel regulariser
+    # A narrow network and a short run find the kernel's extent; a stronger kernel regulariser
     # and a harder support threshold keep it compact; the sparse non-blind polish, from a
     # strong prior to a weak one and with a looser threshold that keeps faint trails,
     # sharpens both and rescues runs that ended in a poor kernel.
-    # 120 iterations: 31.56 dB in about a minute per image (47-59 s).
     "fast": _FAST,
-    # The same with 250 iterations: 32.61 dB in 95-117 s per image.
+    # The same with about twice the iterations, for a better kernel at twice the time.
     "balanced": replace(_FAST, iterations=250),
     # The paper's settings: 128 channels, 2000 iterations, the generator's image as the result.
-    # A known departure: the loss schedule (1 - SSIM for a quarter of the run, then MSE); the
-    # authors' 1 - SSIM throughout measured 7.3 dB lower on a Levin image, with the former
-    # non-local block (docs/benchmarks.md).
+    # A known departure: the loss schedule (1 - SSIM for a quarter of the run, then MSE), as
+    # the authors' 1 - SSIM throughout scored lower on Levin's images (benchmarks/NOTEBOOK.md).
     "quality": SolverConfig(),
 }
 
 
+def method_of(config: SolverConfig) -> str:
+    """The name of the method whose scales ``config`` has, or ``"custom"``."""
+    return next((name for name, scales in METHOD_SCALES.items() if scales == tuple(config.scales)), "custom")
+
+
 def resolve_config(
-    preset: str | SolverConfig, method: str, iterations: int | None
+    preset: str | SolverConfig, method: str | None = None, iterations: int | None = None
 ) -> SolverConfig:
-    """The configuration a run uses: the preset, with the method's scales and iterations."""
+    """The configuration a run uses.
+
+    Parameters
+    ----------
+    preset : str or SolverConfig
+        A name in :data:`PRESETS`, whose scales are then ``method``'s; or a SolverConfig, used
+        with its own scales.
+    method : str, optional
+        A name in :data:`METHOD_SCALES`. With a preset name, None means ``"self-msnet"``.
+        With a SolverConfig, None keeps its scales; a method whose scales differ from the
+        configuration's is refused rather than silently replacing them.
+    iterations : int, optional
+        Overrides the configuration's number of iterations.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset or method, a method that contradicts the SolverConfig's scales,
+        or iterations that are not a positive integer.
+    """
+    if method is not None and method not in METHOD_SCALES:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHOD_SCALES)}")
     if isinstance(preset, SolverConfig):
         config = preset
+        if method is not None and tuple(config.scales) != METHOD_SCALES[method]:
+            raise ValueError(
+                f"method={method!r} means scales {METHOD_SCALES[method]}, but the SolverConfig given as preset has "
+                f"scales {tuple(config.scales)}; pass method=None to use the configuration's scales, or "
+                "dataclasses.replace(config, scales=...) to change them"
+            )
     elif isinstance(preset, str) and preset in PRESETS:
-        config = PRESETS[preset]
+        config = replace(PRESETS[preset], scales=METHOD_SCALES[method or "self-msnet"])
     else:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)} or pass a SolverConfig")
-    if method not in METHOD_SCALES:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHOD_SCALES)}")
-    changes: dict = {"scales": METHOD_SCALES[method]}
     if iterations is not None:
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        changes["iterations"] = iterations
-    return replace(config, **changes)
+        config = replace(config, iterations=iterations)
+    return config

@@ -40,40 +40,43 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
+from typing import Any
+
 import numpy as np
 import torch
-from scipy.fft import next_fast_len
 
 from .devices import resolve_device
 from .inputs import from_channels_first, to_channels_first
 from .intensity import IntensityMap
+from .records import Progress
+from .solvers import admm_steps, richardson_lucy_steps
+from .steps import drain, relay, returning
 from .tiling import resolve_tiling, solve_tiled
 
 __all__ = [
     "DEFAULT_ITERATIONS",
     "DEFAULT_WEIGHTS",
+    "METHODS",
     "SPARSE_ALPHA",
     "deconvolve",
+    "deconvolve_steps",
 ]
 
 #: Exponent of the hyper-Laplacian gradient prior of ``method="sparse"``.
 SPARSE_ALPHA = 0.8
 
 #: Default prior weight per method, for images scaled to a unit intensity range (see Notes of
-#: :func:`deconvolve`). ``"sparse"`` was tuned on Levin et al.'s 32 images with their true
-#: kernels: 2e-4 gives a mean of 34.99 dB / SSIM 0.9536 (1e-4: 34.82 dB, 3e-4: 34.87 dB;
-#: Levin's own sparse deconvolution is quoted at 34.53 dB). ``"wiener"``: 1e-3, best of
-#: 3e-4 / 1e-3 / 3e-3 on 8 of those images.
+#: :func:`deconvolve`): the best of a sweep on Levin et al.'s 32 images with their true
+#: kernels for ``"sparse"``, on 8 of them for ``"wiener"`` (docs/benchmarks.md).
 DEFAULT_WEIGHTS = {"sparse": 2e-4, "wiener": 1e-3, "richardson-lucy": 0.0}
+
+#: The methods of :func:`deconvolve`.
+METHODS = tuple(DEFAULT_WEIGHTS)
 
 #: Default iterations per method.
 DEFAULT_ITERATIONS = {"sparse": 100, "wiener": 100, "richardson-lucy": 50}
 
-# ADMM penalties relative to the data term (unit-range images): ``_RHO_DATA`` for the blur
-# split ``u = k * x``, ``_RHO_PRIOR`` for the gradient split ``v = grad x``. Chosen with the
-# weights on the same images; 80 to 250 iterations change the mean PSNR by under 0.1 dB.
-_RHO_DATA = 1.0
-_RHO_PRIOR = 0.2
 
 def deconvolve(
     image: np.ndarray,
@@ -152,6 +155,35 @@ def deconvolve(
     >>> deconvolve(blurred, kernel, device="cpu").shape
     (80, 80)
     """
+    return drain(
+        deconvolve_steps(
+            image, kernel, method=method, weight=weight, iterations=iterations, background=background,
+            device=device, tile_size=tile_size, tile_overlap=tile_overlap,
+        )
+    )  # fmt: skip
+
+
+def deconvolve_steps(
+    image: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    method: str = "sparse",
+    weight: float | None = None,
+    iterations: int | None = None,
+    background: float = 0.0,
+    device: str | torch.device = "auto",
+    tile_size: int | str | None = "auto",
+    tile_overlap: int | None = None,
+    progress_every: int = 10,
+) -> Generator[Progress, Any, np.ndarray]:
+    """:func:`deconvolve` as a stage generator (:mod:`.steps`), for callers that show progress.
+
+    The arguments (those of :func:`deconvolve`) are checked at once. The generator yields a
+    ``"deconvolve"`` :class:`~.records.Progress` every ``progress_every`` solver iterations
+    and at the end of every tile (``step`` counts iterations over all tiles), and returns what
+    :func:`deconvolve` returns. A true value sent at a record stops the solver there: the tile
+    being solved keeps its current iterate and the tiles not reached keep the observation.
+    """
     if method not in DEFAULT_WEIGHTS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(DEFAULT_WEIGHTS)}")
     data, kern = _check_inputs(image, kernel)
@@ -161,6 +193,9 @@ def deconvolve(
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     if not np.isfinite(weight) or weight < 0:
         raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+    if not isinstance(progress_every, int) or progress_every < 1:
+        raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
+    iterations = int(iterations)
     dev = resolve_device(device)
     channels = to_channels_first(data)
     tiling = resolve_tiling(tile_size, tile_overlap, channels.shape, kern.shape, method, dev)
@@ -176,31 +211,42 @@ def deconvolve(
         scale = float(channels.max()) or 1.0
         kern_t = _kernel_tensor(kern, dev)
 
-        def solve(y: torch.Tensor) -> torch.Tensor:
-            return _richardson_lucy(y, kern_t, background / scale, weight, int(iterations))
+        def solve(y: torch.Tensor) -> Generator[int, Any, torch.Tensor]:
+            return richardson_lucy_steps(y, kern_t, background / scale, weight, iterations, progress_every)
 
-        if tiling is None:
-            y = torch.as_tensor(channels / scale, dtype=torch.float32, device=dev)
-            x = solve(y).cpu().numpy()
-        else:
-            x = solve_tiled(channels / scale, solve, *tiling, dev)
-        out = x.astype(np.float64) * scale + background
+        def to_output(x: np.ndarray) -> np.ndarray:
+            return x.astype(np.float64) * scale + background
+
+        return _frame_steps(channels / scale, solve, tiling, dev, iterations, to_output)
+
+    intensity = IntensityMap.fit(channels)
+    if intensity.scale == 0:  # a flat image is its own deconvolution
+        return returning(np.array(data, dtype=np.float32))
+    alpha = SPARSE_ALPHA if method == "sparse" else 2.0
+    kern_t = _kernel_tensor(kern, dev)
+
+    def solve(y: torch.Tensor) -> Generator[int, Any, torch.Tensor]:
+        return admm_steps(y, kern_t, alpha, weight, iterations, progress_every)
+
+    return _frame_steps(intensity.to_unit(channels), solve, tiling, dev, iterations, intensity.to_input_units)
+
+
+def _frame_steps(
+    unit: np.ndarray,
+    solve: Callable[[torch.Tensor], Generator[int, Any, torch.Tensor]],
+    tiling: tuple[int, int] | None,
+    device: torch.device,
+    iterations: int,
+    to_output: Callable[[np.ndarray], np.ndarray],
+) -> Generator[Progress, Any, np.ndarray]:
+    """Solve ``unit`` ``(C, H, W)`` whole or tile by tile; the result in the input's units."""
+    if tiling is None:
+        y = torch.as_tensor(unit, dtype=torch.float32, device=device)
+        x, _ = yield from relay(solve(y), lambda done: Progress(stage="deconvolve", step=done, total=iterations))
+        x = x.cpu().numpy()
     else:
-        intensity = IntensityMap.fit(channels)
-        if intensity.scale == 0:  # a flat image is its own deconvolution
-            return np.array(data, dtype=np.float32)
-        alpha = SPARSE_ALPHA if method == "sparse" else 2.0
-        kern_t = _kernel_tensor(kern, dev)
-
-        def solve(y: torch.Tensor) -> torch.Tensor:
-            return _admm(y, kern_t, alpha, weight, int(iterations))
-
-        if tiling is None:
-            x = solve(torch.as_tensor(intensity.to_unit(channels), device=dev)).cpu().numpy()
-        else:
-            x = solve_tiled(intensity.to_unit(channels), solve, *tiling, dev)
-        out = intensity.to_input_units(x)
-    return from_channels_first(out).astype(np.float32)
+        x = yield from solve_tiled(unit, solve, *tiling, device, iterations)
+    return from_channels_first(to_output(x)).astype(np.float32)
 
 
 def _check_inputs(image: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,129 +271,3 @@ def _check_inputs(image: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np
 
 def _kernel_tensor(kernel: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(kernel, dtype=torch.float32, device=device)
-
-
-class _Domain:
-    """The periodic latent domain: observation at ``(kh // 2, kw // 2)``, FFT-friendly size.
-
-    A latent pixel ``x[r, c]`` blurred periodically gives observed pixel ``(i, j)`` at
-    ``(i + kh // 2, j + kw // 2)``, drawing on rows ``i .. i + kh - 1`` only: no wrap-around
-    reaches the observed frame, so on the frame the periodic blur equals the valid blur.
-    """
-
-    def __init__(self, shape: tuple[int, int], kernel: torch.Tensor) -> None:
-        h, w = shape
-        kh, kw = kernel.shape
-        self.top, self.left = kh // 2, kw // 2
-        self.shape = (next_fast_len(h + kh), next_fast_len(w + kw))
-        self.frame = (slice(self.top, self.top + h), slice(self.left, self.left + w))
-        padded = torch.zeros(self.shape, dtype=kernel.dtype, device=kernel.device)
-        padded[:kh, :kw] = kernel
-        # Centre of the kernel at (0, 0): the optical transfer function of a true convolution.
-        padded = torch.roll(padded, shifts=(-self.top, -self.left), dims=(0, 1))
-        self.otf = torch.fft.rfft2(padded)
-        self.mask = torch.zeros(self.shape, dtype=kernel.dtype, device=kernel.device)
-        self.mask[self.frame] = 1.0
-
-    def blur(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft2(torch.fft.rfft2(x) * self.otf, s=self.shape)
-
-    def blur_adjoint(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft2(torch.fft.rfft2(x) * self.otf.conj(), s=self.shape)
-
-    def embed(self, y: torch.Tensor) -> torch.Tensor:
-        """``y`` on the domain, extended by replicating its borders (a start value only)."""
-        h, w = y.shape[-2:]
-        pad = (self.left, self.shape[1] - w - self.left, self.top, self.shape[0] - h - self.top)
-        return torch.nn.functional.pad(y[:, None], pad, mode="replicate")[:, 0]
-
-    def crop(self, x: torch.Tensor) -> torch.Tensor:
-        return x[(..., *self.frame)]
-
-
-def _grad(x: torch.Tensor) -> torch.Tensor:
-    """Periodic forward differences, stacked ``(..., 2, H, W)`` (vertical, horizontal)."""
-    return torch.stack((torch.roll(x, -1, -2) - x, torch.roll(x, -1, -1) - x), dim=-3)
-
-
-def _grad_adjoint(g: torch.Tensor) -> torch.Tensor:
-    gy, gx = g.unbind(-3)
-    return (torch.roll(gy, 1, -2) - gy) + (torch.roll(gx, 1, -1) - gx)
-
-
-def _grad_symbol(shape: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Fourier symbol of ``grad^T grad`` on the rfft grid (the periodic Laplacian)."""
-    fy = torch.fft.fftfreq(shape[0], device=device)[:, None]
-    fx = torch.fft.rfftfreq(shape[1], device=device)[None, :]
-    return 4 * torch.sin(torch.pi * fy) ** 2 + 4 * torch.sin(torch.pi * fx) ** 2
-
-
-def _shrink(z: torch.Tensor, threshold_weight: float, alpha: float) -> torch.Tensor:
-    """``argmin_v 1/2 (v - z)^2 + t |v|^alpha`` elementwise (generalized shrinkage, Zuo 2013)."""
-    t = threshold_weight
-    if alpha == 2.0:
-        return z / (1 + 2 * t)
-    if alpha == 1.0:
-        return torch.sign(z) * torch.clamp(z.abs() - t, min=0)
-    base = 2 * t * (1 - alpha)
-    tau = base ** (1 / (2 - alpha)) + t * alpha * base ** ((alpha - 1) / (2 - alpha))
-    mag = z.abs()
-    s = mag.clone()
-    for _ in range(3):  # fixed-point iterations; converge fast above the threshold
-        s = mag - t * alpha * torch.clamp(s, min=1e-12) ** (alpha - 1)
-    return torch.where(mag > tau, torch.sign(z) * s, torch.zeros_like(z))
-
-
-def _admm(y: torch.Tensor, kernel: torch.Tensor, alpha: float, weight: float, iterations: int) -> torch.Tensor:
-    """ADMM for ``1/2 ||M k*x - y||^2 + weight sum |grad x|^alpha`` with unknown boundaries.
-
-    Splits ``u = k * x`` (its masked data term has an elementwise solution) and
-    ``v = grad x`` (elementwise shrinkage); the ``x`` update is one FFT division.
-    """
-    domain = _Domain(tuple(y.shape[-2:]), kernel)
-    mask = domain.mask
-    observed = torch.zeros((y.shape[0], *domain.shape), dtype=y.dtype, device=y.device)
-    observed[(..., *domain.frame)] = y
-    x = domain.embed(y)
-    u = domain.blur(x)
-    v = _grad(x)
-    du = torch.zeros_like(u)
-    dv = torch.zeros_like(v)
-    rho_u, rho_v = _RHO_DATA, _RHO_PRIOR
-    denominator = rho_u * domain.otf.abs() ** 2 + rho_v * _grad_symbol(domain.shape, y.device)
-    for _ in range(iterations):
-        rhs = rho_u * torch.fft.rfft2(u - du) * domain.otf.conj() + rho_v * torch.fft.rfft2(_grad_adjoint(v - dv))
-        x_hat = rhs / denominator
-        x = torch.fft.irfft2(x_hat, s=domain.shape)
-        kx = torch.fft.irfft2(x_hat * domain.otf, s=domain.shape)
-        gx = _grad(x)
-        u = (observed + rho_u * (kx + du)) / (mask + rho_u)
-        v = _shrink(gx + dv, weight / rho_v, alpha)
-        du = du + kx - u
-        dv = dv + gx - v
-    return domain.crop(x)
-
-
-def _richardson_lucy(
-    y: torch.Tensor, kernel: torch.Tensor, background: float, tv_weight: float, iterations: int
-) -> torch.Tensor:
-    """Richardson-Lucy with the masked (unknown-boundary) update and an optional TV term."""
-    domain = _Domain(tuple(y.shape[-2:]), kernel)
-    observed = torch.zeros((y.shape[0], *domain.shape), dtype=y.dtype, device=y.device)
-    observed[(..., *domain.frame)] = y
-    # Sensitivity: how much of each latent pixel's light reaches the observed frame.
-    sensitivity = domain.blur_adjoint(domain.mask.expand_as(observed))
-    reached = sensitivity > 1e-3
-    x = torch.clamp(domain.embed(y) - background, min=0) + 1e-6
-    eps = 1e-12
-    for _ in range(iterations):
-        ratio = domain.mask * observed / (domain.blur(x) + background + eps)
-        correction = domain.blur_adjoint(ratio)
-        denominator = sensitivity
-        if tv_weight > 0:
-            g = _grad(x)
-            g = g / torch.sqrt((g**2).sum(dim=-3, keepdim=True) + 1e-6)
-            # div(grad x / |grad x|) = -grad^T(...); Dey et al. keep the factor positive.
-            denominator = torch.clamp(sensitivity + tv_weight * _grad_adjoint(g), min=1e-3)
-        x = torch.where(reached, x * torch.clamp(correction, min=0) / denominator, torch.zeros_like(x))
-    return domain.crop(x)

@@ -1,17 +1,18 @@
 """The alternating optimizer: an Adam step on the generator, then the kernel step, per iteration.
 
-:func:`optimize` is a generator: it yields an :class:`OptimizerState` every
-``config.preview_every`` iterations and once at the end, so callers (the public API, the
-widget's worker, batch jobs) can show progress, and stop a run simply by no longer iterating
-(``close()``); the last state they received is a complete, valid estimate.
+:func:`optimize` is a stage generator (:mod:`.steps`): it yields an :class:`OptimizerState`
+every ``progress_every`` iterations (not after the last) and returns the final state; a true
+value sent at a yield stops the run there, and the state just yielded is returned. Every
+state is a complete, valid estimate.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ class OptimizerState:
     of the generator's padded output that lies under the observation; ``kernel`` ``(kh, kw)``,
     centred (both by :func:`.convolution.register_to_observation`); ``history`` one loss per
     iteration run so far.
-    ``warm_start`` is set on the final state only.
+    ``finished`` and ``warm_start`` are set on the state of a run that ran to its end only.
     """
 
     iteration: int
@@ -165,7 +166,8 @@ def optimize(
     *,
     seed: int = 0,
     warm_start: WarmStart | None = None,
-) -> Iterator[OptimizerState]:
+    progress_every: int = 10,
+) -> Generator[OptimizerState, Any, OptimizerState]:
     """Fit Self-MSNet to one observation, alternating with the closed-form kernel step.
 
     Parameters
@@ -184,15 +186,24 @@ def optimize(
         (the previous run must have had the same image and kernel size and network settings).
         Such a run uses the MSE loss and the edge mask from its first iteration, and continues
         the previous run's Adam state at the step size a run from scratch ends with.
+    progress_every : int
+        Iterations between the states yielded.
 
     Yields
     ------
     OptimizerState
-        Every ``config.preview_every`` iterations, and a final one with ``finished=True``.
+        Every ``progress_every`` iterations but the last; sending a true value back stops the
+        run, which then returns that state.
+
+    Returns
+    -------
+    OptimizerState
+        The final state: ``finished=True`` with ``warm_start`` set for a run that ran to its
+        end, else the state the stop was sent at.
 
     Notes
     -----
-    The loss stays on the device and is read back once every ``config.preview_every``
+    The loss stays on the device and is read back once every ``progress_every``
     iterations, so a GPU run is not stalled by a host synchronisation per iteration; the
     divergence guard checks those losses and, on a non-finite one, rolls the network, the
     optimizer and the kernels back to the last checkpoint and goes on with half the step.
@@ -295,7 +306,7 @@ def optimize(
             latest = (outputs[-1].detach(), kernels[-1])
             iteration += 1
 
-            if iteration % config.preview_every and iteration < config.iterations:
+            if iteration % progress_every and iteration < config.iterations:
                 continue
             # One host read-back for the whole window of losses.
             values = torch.stack(pending).tolist()
@@ -313,12 +324,14 @@ def optimize(
                 continue
             history.extend(values)
             last_good = latest
-            if iteration % _CHECKPOINT_EVERY < config.preview_every:
+            if iteration % _CHECKPOINT_EVERY < progress_every:
                 checkpoint = _Checkpoint.take(net, optimizer, kernels, iteration)
             if iteration < config.iterations:
-                yield OptimizerState(
+                state = OptimizerState(
                     iteration, config.iterations, history[-1], *register_to_observation(*last_good), history, recoveries
                 )
+                if (yield state):
+                    return state
 
         if recoveries > _MAX_RECOVERIES:
             # Gave up: what is handed on must be the last good state, not the diverged one.
@@ -331,7 +344,7 @@ def optimize(
             optimizer=_to_cpu(optimizer.state_dict()),
             signature=signature,
         )
-        yield OptimizerState(
+        return OptimizerState(
             len(history),
             config.iterations,
             history[-1] if history else float("nan"),

@@ -1,36 +1,50 @@
-"""The public pipeline: :func:`deblur`. The widget, CLI, stacks and benchmarks all call it."""
+"""The pipeline of one image: :func:`deblur_steps`, a generator of staged progress that
+returns the result, and :func:`deblur`, which runs it to the end.
+
+The stages, in order (:data:`.records.STAGES`): ``"blind"``, the alternating optimizer
+(:mod:`.optimizer`) on the kernel's window; ``"polish"``, the kernel polished by rounds of
+sparse deconvolution (``final="nonblind"``); ``"deconvolve"``, the whole frame deconvolved
+with the kernel (``final="nonblind"``, or a window smaller than the frame). The widget's
+worker iterates :func:`deblur_steps`; the command line, stacks and Dask tasks call
+:func:`deblur` or :func:`napari_selfmsnet.deblur_stack`, which drain it.
+
+Stopping (:mod:`.steps`): a true value sent at a record ends the stage that made it, with
+its estimate so far, and the run goes on to the next stage, which reports (and may be
+stopped) in turn; so a stopped run still returns a whole deblurred frame and a kernel. A
+stop in the blind stage keeps the last record's kernel (and, with ``final="generator"`` on
+the whole frame, its image); one in the polish keeps the kernel polished so far; one in the
+deconvolution keeps the solver's current iterate. The result is then ``cancelled`` and
+hands on no warm start.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import SolverConfig, resolve_config
+from .config import SolverConfig, method_of, resolve_config
 from .devices import device_name, release_memory, resolve_device
-from .inputs import (
-    check_image,
-    check_kernel_size,
-    from_channels_first,
-    to_channels_first,
-)
+from .inputs import check_image, check_kernel_size, from_channels_first, to_channels_first
 from .intensity import IntensityMap
-from .optimizer import optimize
-from .polish import finish_with_kernel
+from .optimizer import OptimizerState, optimize
+from .polish import nonblind_steps
 from .records import DeblurResult, Progress
 from .regions import Region, resolve_region
+from .steps import drain, relay
 
-__all__ = ["deblur"]
+__all__ = ["deblur", "deblur_steps"]
 
 
 def deblur(
     image: np.ndarray,
     kernel_size: int | tuple[int, int],
     *,
-    method: str = "self-msnet",
+    method: str | None = None,
     iterations: int | None = None,
     preset: str | SolverConfig = "fast",
     device: str = "auto",
@@ -38,6 +52,7 @@ def deblur(
     callback: Callable[[Progress], Any] | None = None,
     region: str | Region | tuple[int, int, int, int] = "auto",
     warm_start: DeblurResult | None = None,
+    progress_every: int = 10,
 ) -> DeblurResult:
     """Estimate the sharp image and the blur kernel from one blurred image.
 
@@ -48,22 +63,28 @@ def deblur(
     kernel_size : int or (int, int)
         Odd size of the blur kernel's support (err on the large side: a too-small support cannot
         hold the blur; the image must be at least twice as large).
-    method : {"self-msnet", "self-msnet-s"}
-        The multi-scale generator (scales 1/8, 1/4, 1/2, 1) or its single-scale ablation.
+    method : {"self-msnet", "self-msnet-s"}, optional
+        The multi-scale generator (scales 1/8, 1/4, 1/2, 1) or its single-scale ablation. None:
+        ``"self-msnet"`` for a named preset, the configuration's own scales for a
+        :class:`SolverConfig` (a method naming other scales than the configuration's is an
+        error).
     iterations : int, optional
         Overrides the preset's number of iterations.
     preset : {"fast", "balanced", "quality"} or SolverConfig
         ``"quality"`` is the paper's configuration; ``"fast"`` a narrow network, a short run
         (about a minute on a CPU core at 255 x 255) and a sparse non-blind polish;
-        ``"balanced"`` the same with twice the iterations (measured times and PSNR in
+        ``"balanced"`` the same with about twice the iterations (measured times and PSNR in
         ``docs/benchmarks.md``).
     device : str
         ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
     seed : int
-        Seeds network weights and noise: a seed reproduces a run on CPU.
+        Seeds network weights and noise: a seed reproduces a run on CPU (with the same number
+        of torch threads).
     callback : callable, optional
-        Called with a :class:`Progress` every few iterations; returning ``True`` or setting
-        ``progress.stop`` ends the run early with the estimate so far (``cancelled=True``).
+        Called with every :class:`Progress` record (each stage's; the blind stage's every
+        ``progress_every`` iterations); returning True ends the stage running with its
+        estimate so far, and the run finishes from there (``cancelled=True``; see
+        :mod:`napari_selfmsnet.engine.pipeline`).
     region : "auto", "full" or (top, left, height, width)
         Where the kernel is estimated. ``"full"``: the whole frame. A rectangle: only there
         (it must hold strong edges and be at least twice the kernel size). ``"auto"``: the
@@ -77,6 +98,9 @@ def deblur(
         inputs and kernels this run starts from; it then needs far fewer iterations. Needs
         the same image size, kernel size, method and network settings; with
         ``region="auto"`` the previous run's region is reused.
+    progress_every : int
+        Blind-stage iterations between progress records. Each record reads the loss back from
+        the device, so on a GPU a record every iteration would keep it from running ahead.
 
     Returns
     -------
@@ -100,13 +124,41 @@ def deblur(
     >>> result.image.shape, result.kernel.shape
     ((48, 48), (7, 7))
     """
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    steps = deblur_steps(
+        image, kernel_size, method=method, iterations=iterations, preset=preset, device=device, seed=seed,
+        region=region, warm_start=warm_start, progress_every=progress_every,
+    )  # fmt: skip
+    return drain(steps, callback)
+
+
+def deblur_steps(
+    image: np.ndarray,
+    kernel_size: int | tuple[int, int],
+    *,
+    method: str | None = None,
+    iterations: int | None = None,
+    preset: str | SolverConfig = "fast",
+    device: str = "auto",
+    seed: int = 0,
+    region: str | Region | tuple[int, int, int, int] = "auto",
+    warm_start: DeblurResult | None = None,
+    progress_every: int = 10,
+) -> Generator[Progress, Any, DeblurResult]:
+    """:func:`deblur` as a generator: yields its :class:`Progress` records, returns the result.
+
+    The arguments are those of :func:`deblur` (without ``callback``) and are checked at once,
+    so a bad one raises here, not at the first ``next()``. Send True at a record to stop the
+    stage running (see the module docstring).
+    """
     array = check_image(image)
     kernel_shape = check_kernel_size(kernel_size, array.shape[:2])
     config = resolve_config(preset, method, iterations)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if not isinstance(progress_every, (int, np.integer)) or isinstance(progress_every, bool) or progress_every < 1:
+        raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
     if warm_start is not None and not isinstance(warm_start, DeblurResult):
         raise TypeError(f"warm_start must be a DeblurResult from a previous run, got {type(warm_start).__name__}")
     if warm_start is not None and warm_start.warm_start is None:
@@ -115,59 +167,9 @@ def deblur(
         region = tuple(warm_start.params["region"])
     window = resolve_region(region, array, kernel_shape)
     run_device = resolve_device(device)
-
     intensity = IntensityMap.fit(array, config.headroom)
-    unit = intensity.to_unit(array)
-    unit_window = unit[window.slices]
-    observation = torch.from_numpy(to_channels_first(unit_window))[None].to(run_device)
-    whole_frame = unit_window.shape[:2] == unit.shape[:2]
-
-    def to_output(x: torch.Tensor) -> np.ndarray:
-        return intensity.to_input_units(from_channels_first(x[0].detach().to("cpu", torch.float32).numpy()))
-
-    start = time.perf_counter()
-    cancelled = False
-    state = None
-    run = optimize(
-        observation,
-        kernel_shape,
-        config,
-        seed=int(seed),
-        warm_start=None if warm_start is None else warm_start.warm_start,
-    )
-    try:
-        for state in run:
-            if callback is None or state.finished:
-                continue
-            progress = Progress(
-                iteration=state.iteration,
-                total=state.total,
-                loss=state.loss,
-                image=to_output(state.image),
-                kernel=state.kernel.detach().cpu().numpy().astype(np.float32),
-                elapsed_s=time.perf_counter() - start,
-                region=None if whole_frame else window.to_list(),
-            )
-            if callback(progress) is True or progress.stop:
-                cancelled = True
-                break
-        run.close()  # frees the network before the non-blind stage needs the device
-        kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
-        kernel /= kernel.sum()
-        if config.final == "nonblind" or not whole_frame:
-            # The generator only ever saw the region; the frame is finished with the kernel.
-            kernel, sharp = finish_with_kernel(unit_window, unit, kernel, config, run_device)
-            image_out = intensity.to_input_units(sharp)
-        else:
-            image_out = to_output(state.image)
-    finally:
-        run.close()
-        del observation
-        release_memory(run_device)
-    elapsed = time.perf_counter() - start
-
     params = {
-        "method": method,
+        "method": method_of(config),
         "kernel_size": list(kernel_shape),
         "preset": preset if isinstance(preset, str) else "custom",
         "seed": int(seed),
@@ -180,12 +182,81 @@ def deblur(
         "warm_started": warm_start is not None,
         "torch": torch.__version__,
     }
+    return _run(
+        intensity.to_unit(array), kernel_shape, config, window, intensity, run_device, int(seed), warm_start,
+        int(progress_every), params,
+    )  # fmt: skip
+
+
+def _run(
+    unit: np.ndarray,
+    kernel_shape: tuple[int, int],
+    config: SolverConfig,
+    window: Region,
+    intensity: IntensityMap,
+    device: torch.device,
+    seed: int,
+    warm_start: DeblurResult | None,
+    progress_every: int,
+    params: dict[str, Any],
+) -> Generator[Progress, Any, DeblurResult]:
+    """The stages of :func:`deblur_steps` on ``unit``, the image in normalised units."""
+    unit_window = unit[window.slices]
+    observation = torch.from_numpy(to_channels_first(unit_window))[None].to(device)
+    whole_frame = unit_window.shape[:2] == unit.shape[:2]
+    region = None if whole_frame else window.to_list()
+
+    def to_output(x: torch.Tensor) -> np.ndarray:
+        return intensity.to_input_units(from_channels_first(x[0].detach().to("cpu", torch.float32).numpy()))
+
+    start = time.perf_counter()
+
+    def blind_record(state: OptimizerState) -> Progress:
+        return Progress(
+            stage="blind",
+            step=state.iteration,
+            total=state.total,
+            loss=state.loss,
+            image=to_output(state.image),
+            kernel=state.kernel.detach().cpu().numpy().astype(np.float32),
+            elapsed_s=time.perf_counter() - start,
+            region=region,
+        )
+
+    def timed(record: Progress) -> Progress:
+        # The polish works on the window, the deconvolution on the whole frame.
+        return replace(record, elapsed_s=time.perf_counter() - start, region=region if record.stage == "polish" else None)
+
+    try:
+        blind = optimize(
+            observation,
+            kernel_shape,
+            config,
+            seed=seed,
+            warm_start=None if warm_start is None else warm_start.warm_start,
+            progress_every=progress_every,
+        )
+        state, cancelled = yield from relay(blind, blind_record)
+        kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
+        kernel /= kernel.sum()
+        if config.final == "nonblind" or not whole_frame:
+            # The generator only ever saw the window; the frame is deblurred with the kernel.
+            (kernel, sharp), stopped = yield from relay(nonblind_steps(unit_window, unit, kernel, config, device), timed)
+            cancelled = cancelled or stopped
+            image_out = intensity.to_input_units(sharp)
+        else:
+            image_out = to_output(state.image)
+    finally:
+        del observation
+        release_memory(device)
+    elapsed = time.perf_counter() - start
+
     return DeblurResult(
         image=image_out,
         kernel=kernel,
         history=np.asarray(state.history, dtype=np.float32),
         params=params,
-        device=device_name(run_device),
+        device=device_name(device),
         elapsed_s=elapsed,
         cancelled=cancelled,
         iterations_run=state.iteration,

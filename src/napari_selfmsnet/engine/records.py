@@ -10,32 +10,57 @@ import numpy as np
 if TYPE_CHECKING:  # the records themselves need no torch
     from .optimizer import WarmStart
 
-__all__ = ["Progress", "DeblurResult", "StackResult"]
+__all__ = ["STAGES", "Progress", "DeblurResult", "StackResult"]
 
 
-@dataclass
+#: The stages a run reports, in the order they run: the blind optimizer, the polish of the
+#: kernel (``final="nonblind"``), the deconvolution of the frame with it, and, for a stack
+#: in shared mode, the planes deconvolved with the shared kernel.
+STAGES = ("blind", "polish", "deconvolve", "planes")
+
+
+@dataclass(frozen=True)
 class Progress:
-    """One progress record, handed to ``callback`` every few iterations.
+    """One progress record of a run (see :mod:`.steps` for how records are handed out).
 
-    ``image`` and ``kernel`` are NumPy previews of the current estimate at full resolution
-    (``image`` in the input's intensity units, ``(H, W)`` or ``(H, W, 3)``); set
-    ``stop = True`` (or return ``True`` from the callback) to ask the run to end early, and
-    ``deblur`` then returns the best estimate so far, marked ``cancelled``. When the kernel is
-    estimated on a region of the frame, ``image`` covers that region only and ``region`` is
-    its ``[top, left, height, width]`` (None when it is the whole frame).
+    Attributes
+    ----------
+    stage : {"blind", "polish", "deconvolve", "planes"}
+        What is running (:data:`STAGES`).
+    step, total : int
+        How far the stage is: ``step`` of ``total`` iterations (blind), rounds (polish),
+        solver iterations over all tiles (deconvolve) or planes (planes).
+    loss : float or None
+        The blind stage's training loss (for ``"planes"``, the blind run's final loss).
+    elapsed_s : float
+        Seconds since the run started.
+    image : ndarray or None
+        Blind stage: a preview of the current estimate, in the input's intensity units,
+        ``(H, W)`` or ``(H, W, 3)``; a deconvolved plane for ``"planes"``.
+    kernel : ndarray or None
+        The current kernel ``(kh, kw)``.
+    plane, planes : int or None
+        For stacks: the plane being processed (0-based) and how many there are.
+    region : list of int or None
+        ``[top, left, height, width]`` when the stage works on a region of the frame only
+        (the blind stage and the polish of a region run; ``image`` then covers that region);
+        None for the whole frame.
     """
 
-    iteration: int
+    stage: str
+    step: int
     total: int
-    loss: float
+    loss: float | None = None
+    elapsed_s: float = 0.0
     image: np.ndarray | None = None
     kernel: np.ndarray | None = None
-    elapsed_s: float = 0.0
-    stop: bool = False
-    #: For stacks: the plane being processed (0-based) and how many there are.
     plane: int | None = None
     planes: int | None = None
     region: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
 
 
 @dataclass
@@ -59,7 +84,8 @@ class DeblurResult:
     elapsed_s : float
         Wall time of the run in seconds.
     cancelled : bool
-        True when a callback asked the run to stop before its last iteration.
+        True when the run was asked to stop (a callback returned True) before it ended; the
+        image and kernel are then its estimate so far.
     warm_start : WarmStart or None
         The finished run's network, noise inputs and kernels, for ``deblur(...,
         warm_start=result)`` on a similar image (None for a cancelled run).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -125,11 +126,10 @@ class _PlaneCallback:
         self.stop_requested = False
 
     def __call__(self, progress: Progress) -> bool:
-        progress.plane = self.plane
-        progress.planes = self.planes
-        if self.callback is not None and (self.callback(progress) or progress.stop):
-            self.stop_requested = True
-        return self.stop_requested
+        progress = replace(progress, plane=self.plane, planes=self.planes)
+        stop = self.callback is not None and bool(self.callback(progress))
+        self.stop_requested = self.stop_requested or stop
+        return stop
 
 
 def deblur_stack(
@@ -248,7 +248,7 @@ def _shared(stack, kshape, reference_plane, tagger, nonblind_method, out, deblur
             deblurred = apply_kernel(_plane(stack, i), kernel, device=device, method=nonblind_method)
             out[i] = deblurred
             tagger.plane = i
-            tagger(Progress(iteration=i + 1, total=planes, loss=estimate.final_loss, image=deblurred, kernel=kernel))
+            tagger(Progress(stage="planes", step=i + 1, total=planes, loss=estimate.final_loss, image=deblurred, kernel=kernel))
     _fill_unfinished(stack, out, unfinished)
     params = {
         "mode": "shared",

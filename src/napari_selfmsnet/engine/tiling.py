@@ -10,13 +10,16 @@ the unknown-boundary (valid) model of :mod:`.nonblind`, so tile borders neither 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.fft import next_fast_len
 
 from .devices import resolve_device
+from .records import Progress
+from .steps import relay
 
 __all__ = [
     "auto_tile_size",
@@ -28,13 +31,13 @@ __all__ = [
 ]
 
 # Peak memory of one solve, in float32 buffers the size of the periodic domain (``Hp x Wp``,
-# the frame plus the kernel support; a complex half spectrum counts as one). ``_admm`` keeps 8
+# the frame plus the kernel support; a complex half spectrum counts as one). ADMM keeps 8
 # per channel across iterations (observed, x, u, du, and v, dv with 2 gradient components) and
 # within one holds rhs and x_hat (spectra), kx, grad x (2) and the temporaries of the
 # shrinkage of the 2-component gradient (z, |z|, s, each 2); shared by the channels: the OTF,
 # the mask and the denominator (half a spectrum). Measured on CPU (peak resident memory with
 # every allocation mmap-ed, so a free returns it), 2048 x 2048, 3 iterations: 2.5 + 25.5 per
-# channel, the same for a 75 px kernel. ``_richardson_lucy``: 0.5 + 10.75 per channel, 13.75
+# channel, the same for a 75 px kernel. Richardson-Lucy: 0.5 + 10.75 per channel, 13.75
 # with the TV term. Rounded up, the input tile on the device counted in.
 _FRAMES_PER_CHANNEL = {"admm": 27, "richardson-lucy": 15}
 _FRAMES_SHARED = {"admm": 3, "richardson-lucy": 1}
@@ -227,22 +230,39 @@ def _blend_weights(spans: list[tuple[int, int]], overlap: int) -> list[np.ndarra
 
 def solve_tiled(
     unit: np.ndarray,
-    solve: Callable[[torch.Tensor], torch.Tensor],
+    solve: Callable[[torch.Tensor], Generator[int, Any, torch.Tensor]],
     tile: int,
     overlap: int,
     device: torch.device,
-) -> np.ndarray:
-    """``solve`` tile by tile on ``unit`` ``(C, H, W)``; the blended result, float32 ``(C, H, W)``."""
+    iterations: int,
+) -> Generator[Progress, Any, np.ndarray]:
+    """``solve`` tile by tile on ``unit`` ``(C, H, W)``; returns the blended result, float32 ``(C, H, W)``.
+
+    A stage generator (:mod:`.steps`): ``solve(tile)`` is a solver's generator of
+    ``iterations`` iterations (:mod:`.solvers`), whose records are passed on as
+    ``"deconvolve"`` records counting the iterations of all tiles. A stop request ends the
+    tile being solved at its current iterate; the tiles not reached yet keep ``unit``.
+    """
     _, h, w = unit.shape
     rows, cols = _tile_spans(h, tile, overlap), _tile_spans(w, tile, overlap)
     row_weights, col_weights = _blend_weights(rows, overlap), _blend_weights(cols, overlap)
+    total = iterations * len(rows) * len(cols)
     out = np.zeros(unit.shape, dtype=np.float32)
+    stopped = False
+    solved = 0
     for (top, bottom), row_weight in zip(rows, row_weights):
         for (left, right), col_weight in zip(cols, col_weights):
-            y = torch.as_tensor(
-                np.ascontiguousarray(unit[:, top:bottom, left:right]), dtype=torch.float32, device=device
-            )
-            x = solve(y).cpu().numpy()
+            part = np.ascontiguousarray(unit[:, top:bottom, left:right])
+            if stopped:
+                x = part
+            else:
+                before = solved * iterations
+                y = torch.as_tensor(part, dtype=torch.float32, device=device)
+                x, stopped = yield from relay(
+                    solve(y), lambda done: Progress(stage="deconvolve", step=before + done, total=total)
+                )
+                x = x.cpu().numpy()
+                del y  # one tile on the device at a time
+                solved += 1
             out[:, top:bottom, left:right] += x * (row_weight[:, None] * col_weight[None, :]).astype(np.float32)
-            del y, x  # one tile on the device at a time
     return out

@@ -1,0 +1,148 @@
+"""The pipeline generator: its stages in order, stopping in each of them, and what a stop keeps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from napari_selfmsnet import PRESETS, deblur
+from napari_selfmsnet.engine.config import METHOD_SCALES, resolve_config
+from napari_selfmsnet.engine.nonblind import deconvolve, deconvolve_steps
+from napari_selfmsnet.engine.pipeline import deblur_steps
+from napari_selfmsnet.engine.steps import drain
+from napari_selfmsnet.evaluation.synth import make_case
+
+TINY = {"method": "self-msnet-s", "iterations": 12, "device": "cpu", "seed": 0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: tiny runs are fastest so, and immune to other processes on the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def blurred() -> np.ndarray:
+    return make_case((48, 48), 1, kernel="motion", kernel_size=7).blurred
+
+
+def _run(steps, stop_at=None):
+    """Drain ``steps``; True is sent at the record ``(stage, step)`` named by ``stop_at``."""
+    records = []
+
+    def callback(record):
+        records.append(record)
+        return (record.stage, record.step) == stop_at
+
+    return drain(steps, callback), records
+
+
+def test_stages_come_in_order_with_their_counts(blurred):
+    result, records = _run(deblur_steps(blurred, 7, **TINY))
+    stages = [r.stage for r in records]
+    assert stages == ["blind"] + ["polish"] * 10 + ["deconvolve"] * 10
+    assert [(r.step, r.total) for r in records if r.stage == "blind"] == [(10, 12)]
+    assert [r.step for r in records if r.stage == "polish"] == list(range(1, 11))
+    assert all(r.kernel.shape == (7, 7) for r in records if r.stage != "deconvolve")
+    assert all(r.elapsed_s > 0 for r in records)
+    assert not result.cancelled and result.warm_start is not None
+
+
+def test_generator_output_has_the_blind_stage_only(blurred):
+    config = replace(PRESETS["quality"], width=8, scales=METHOD_SCALES["self-msnet-s"])
+    _, records = _run(deblur_steps(blurred, 7, preset=config, iterations=12, device="cpu"))
+    assert [r.stage for r in records] == ["blind"]
+
+
+def test_a_region_run_deconvolves_the_frame_after_the_blind_stage(blurred):
+    config = replace(PRESETS["fast"], final="generator", scales=METHOD_SCALES["self-msnet-s"])
+    _, records = _run(deblur_steps(blurred, 5, preset=config, iterations=12, device="cpu", region=(4, 4, 32, 36)))
+    assert [r.stage for r in records] == ["blind"] + ["deconvolve"] * 10
+    assert records[0].region == [4, 4, 32, 36] and records[-1].region is None
+
+
+def test_stop_in_the_polish_keeps_its_kernel_and_deconvolves_with_it(blurred):
+    full = deblur(blurred, 7, **TINY)
+    result, records = _run(deblur_steps(blurred, 7, **TINY), stop_at=("polish", 3))
+    assert result.cancelled and result.warm_start is None
+    assert [r.stage for r in records].count("polish") == 3
+    assert [r.stage for r in records].count("deconvolve") == 10
+    assert result.iterations_run == full.iterations_run == 12
+    np.testing.assert_array_equal(result.kernel, records[3].kernel)
+    assert not np.array_equal(result.kernel, full.kernel)
+    assert result.image.shape == blurred.shape and np.all(np.isfinite(result.image))
+
+
+def test_stop_in_the_deconvolution_keeps_the_solver_iterate(blurred):
+    full = deblur(blurred, 7, **TINY)
+    result, records = _run(deblur_steps(blurred, 7, **TINY), stop_at=("deconvolve", 30))
+    assert result.cancelled and result.warm_start is None
+    assert [r.step for r in records if r.stage == "deconvolve"] == [10, 20, 30]
+    # The kernel is the finished polish's; only the image stopped early.
+    np.testing.assert_array_equal(result.kernel, full.kernel)
+    assert not np.array_equal(result.image, full.image)
+    assert result.image.shape == blurred.shape and np.all(np.isfinite(result.image))
+
+
+def test_a_run_never_stopped_equals_deblur(blurred):
+    result, _ = _run(deblur_steps(blurred, 7, **TINY))
+    reference = deblur(blurred, 7, **TINY)
+    np.testing.assert_array_equal(result.image, reference.image)
+    np.testing.assert_array_equal(result.kernel, reference.kernel)
+
+
+def test_bad_arguments_raise_when_the_generator_is_made(blurred):
+    with pytest.raises(ValueError, match="progress_every must be a positive integer"):
+        deblur_steps(blurred, 7, progress_every=0)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        deblur_steps(blurred, 6)
+
+
+class TestDeconvolveSteps:
+    def test_records_count_iterations_over_all_tiles(self, blurred):
+        kernel = make_case((48, 48), 1, kernel="motion", kernel_size=7).kernel
+        frame = np.tile(blurred, (2, 2)).astype(np.float32)
+        out, records = _run(deconvolve_steps(frame, kernel, device="cpu", tile_size=72, iterations=20))
+        # 96 x 96 in 72 px tiles with a 32 px overlap: 2 x 2 tiles of 20 iterations.
+        assert [(r.step, r.total) for r in records] == [(n, 80) for n in range(10, 81, 10)]
+        np.testing.assert_array_equal(out, deconvolve(frame, kernel, device="cpu", tile_size=72, iterations=20))
+
+    def test_a_stop_leaves_the_tiles_not_reached_as_they_were(self, blurred):
+        kernel = make_case((48, 48), 1, kernel="motion", kernel_size=7).kernel
+        frame = np.tile(blurred, (2, 2)).astype(np.float32)
+        out, records = _run(deconvolve_steps(frame, kernel, device="cpu", tile_size=72, iterations=20), ("deconvolve", 20))
+        assert len(records) == 2
+        # Only the first tile (top-left, 72 x 72) was solved; the last tile's own part is the input.
+        np.testing.assert_allclose(out[-24:, -24:], frame[-24:, -24:], rtol=1e-6)
+        assert not np.allclose(out[:40, :40], frame[:40, :40])
+
+
+class TestResolveConfig:
+    def test_a_named_preset_takes_the_methods_scales(self):
+        assert resolve_config("fast").scales == METHOD_SCALES["self-msnet"]
+        assert resolve_config("fast", "self-msnet-s").scales == (1.0,)
+        assert resolve_config("fast", "self-msnet-s", 7).iterations == 7
+
+    def test_a_solver_config_keeps_its_own_scales(self):
+        custom = replace(PRESETS["fast"], scales=(0.5, 1.0))
+        assert resolve_config(custom).scales == (0.5, 1.0)
+        assert resolve_config(replace(custom, scales=(1.0,)), "self-msnet-s").scales == (1.0,)
+
+    def test_a_method_that_contradicts_the_solver_config_is_refused(self):
+        with pytest.raises(ValueError, match=r"method='self-msnet-s' means scales \(1.0,\), but the SolverConfig"):
+            resolve_config(PRESETS["fast"], "self-msnet-s")
+
+    def test_the_run_records_the_method_the_scales_make(self, blurred):
+        custom = replace(PRESETS["fast"], scales=(0.5, 1.0), polish_rounds=0)
+        result = deblur(blurred, 7, preset=custom, iterations=2, device="cpu")
+        assert result.params["method"] == "custom" and result.params["preset"] == "custom"
+        assert result.params["config"]["scales"] == (0.5, 1.0)
+        single = deblur(blurred, 7, preset=replace(custom, scales=(1.0,)), iterations=2, device="cpu")
+        assert single.params["method"] == "self-msnet-s"

@@ -287,7 +287,7 @@ def measure_stack(case: dict, device: torch.device) -> dict:
         stack,
         case["kernel"],
         mode=mode,
-        warm_start=case["mode"] == "per-plane",
+        warm_planes=case["mode"] == "per-plane",
         method=case["method"],
         preset=config,
         device=str(device),

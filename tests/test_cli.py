@@ -14,8 +14,8 @@ from _tiny_run import FAST, KSIZE
 from scipy import ndimage, signal
 
 from napari_selfmsnet import io
-from napari_selfmsnet.cli import build_parser, expand_inputs, main, plan_jobs
-from napari_selfmsnet.distributed import RunOptions
+from napari_selfmsnet.batch.cli import build_parser, main
+from napari_selfmsnet.batch.jobs import RunOptions, expand_inputs, plan_jobs
 
 
 def _blurred(rng: np.random.Generator, shape: tuple[int, ...], peak: float = 1000.0) -> np.ndarray:
@@ -116,7 +116,7 @@ class TestArguments:
             None,
             False,
         )
-        assert (args.region, args.warm_start, args.warm_iterations) == ("auto", True, None)
+        assert (args.region, args.warm_planes, args.warm_iterations) == ("auto", True, None)
         assert build_parser().parse_args(["demo"]).output_dir.name == "selfmsnet-demo"
 
 
@@ -228,7 +228,7 @@ class TestDeblurCommand:
         planes = report["params"]["plane_params"]
         assert [plane["config"]["iterations"] for plane in planes] == iterations
         assert [plane["warm_started"] for plane in planes] == warm
-        assert report["params"]["warm_start"] is warm[-1]
+        assert report["params"]["warm_planes"] is warm[-1]
         assert report["options"]["warm_iterations"] == 2
 
     def test_current_plane_and_axes_override(self, tmp_path, rng):

@@ -11,8 +11,11 @@ import pytest
 import tifffile
 from scipy import ndimage, signal
 
-from napari_selfmsnet.cli import main, plan_jobs
-from napari_selfmsnet.distributed import FileJob, RunOptions, make_plan, run_dask, run_serial, submit_job
+from napari_selfmsnet.batch.cli import main
+from napari_selfmsnet.batch.dask_runner import run_dask, submit_job
+from napari_selfmsnet.batch.jobs import FileJob, RunOptions, plan_jobs
+from napari_selfmsnet.batch.plan import make_plan
+from napari_selfmsnet.batch.serial import run_serial
 
 distributed = pytest.importorskip("distributed")
 
@@ -38,7 +41,7 @@ def cluster():
     """Two single-threaded worker processes, torch limited to 1 thread each (as --torch-threads 1)."""
     from distributed import Client, LocalCluster
 
-    from napari_selfmsnet.distributed import TorchThreads
+    from napari_selfmsnet.batch.clusters import TorchThreads
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
         with Client(local) as client:
@@ -82,7 +85,7 @@ def test_cluster_matches_serial(cluster, four_files, tmp_path, mode):
 
     _, client = cluster
     # Dask runs every plane as its own task, so the serial run must not warm-start planes.
-    options = RunOptions(**{**OPTIONS.__dict__, "stack_mode": mode, "warm_start": False})
+    options = RunOptions(**{**OPTIONS.__dict__, "stack_mode": mode, "warm_planes": False})
     files = sorted(four_files.iterdir())
     serial_jobs, _, _ = plan_jobs(files, tmp_path / "serial", options, overwrite=False)
     dask_jobs, _, _ = plan_jobs(files, tmp_path / "dask", options, overwrite=False)
@@ -97,6 +100,10 @@ def test_cluster_matches_serial(cluster, four_files, tmp_path, mode):
     _same(_outputs(tmp_path / "serial"), _outputs(tmp_path / "dask"))
     report = json.loads((tmp_path / "dask" / "c.json").read_text())
     assert report["scheduler"] == "dask" and report["mode"] == mode and len(report["task_seconds"]) == 3
+    # One stack report for both runners: the same fields, and here the same values.
+    serial_report = json.loads((tmp_path / "serial" / "c.json").read_text())
+    assert report["params"] == serial_report["params"]
+    assert report["final_loss"] == serial_report["final_loss"] and report["device"] == serial_report["device"]
 
 
 def test_cli_joins_an_existing_scheduler(cluster, four_files, tmp_path, capsys):
@@ -156,8 +163,8 @@ class _SubmitRecorder:
 def test_every_task_is_retried_once(tmp_path):
     path = tmp_path / "s.tif"
     tifffile.imwrite(path, np.zeros((3, 40, 40), np.uint16), imagej=True, metadata={"axes": "ZYX"})
-    for mode, expected in (("shared", ["create_outputs", "estimate_kernel", *["apply_to_plane"] * 3, "_finish_stack"]),
-                           ("per-plane", ["create_outputs", *["deblur_plane"] * 3, "_finish_stack"])):  # fmt: skip
+    for mode, expected in (("shared", ["create_outputs", "estimate_kernel_task", *["deconvolve_plane_task"] * 3, "finish_stack_task"]),
+                           ("per-plane", ["create_outputs", *["deblur_plane_task"] * 3, "finish_stack_task"])):  # fmt: skip
         job = FileJob(
             path,
             {"image": tmp_path / "i.tif", "kernel": tmp_path / "k.tif", "report": tmp_path / "r.json"},
@@ -173,19 +180,19 @@ def test_gpu_workers_are_pinned_one_per_gpu():
     """The cluster built when torch sees GPUs: one worker per GPU, each with its own device."""
     from distributed import Client
 
-    from napari_selfmsnet.distributed import _cluster_has_gpus, _gpu_cluster
+    from napari_selfmsnet.batch.clusters import _gpu_cluster, cluster_has_gpus
 
     with _gpu_cluster(2, None) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert sorted(seen.values()) == ["0", "1"]
-        assert _cluster_has_gpus(client)
+        assert cluster_has_gpus(client)
         resources = [w["resources"] for w in client.scheduler_info()["workers"].values()]
         assert resources == [{"GPU": 1}, {"GPU": 1}]
 
 
 def test_local_cluster_is_sized_to_the_machine():
-    from napari_selfmsnet.distributed import start_client
+    from napari_selfmsnet.batch.clusters import start_client
 
     client, cluster = start_client("local", workers=2, device="cpu", torch_threads=1)
     try:

@@ -16,7 +16,7 @@ from napari_selfmsnet.engine.regions import (
     check_region,
     edge_energy_map,
 )
-from napari_selfmsnet.engine.stack import select_reference_plane
+from napari_selfmsnet.engine.stack_plan import select_reference_plane
 
 
 def _texture(size: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,8 @@ from scipy import ndimage, signal
 
 from napari_selfmsnet.engine.kernel_step import delta_kernel
 from napari_selfmsnet.engine.records import DeblurResult, Progress, StackResult
-from napari_selfmsnet.engine.stack import apply_kernel, deblur_stack, select_reference_plane
+from napari_selfmsnet.engine.stack import deblur_stack
+from napari_selfmsnet.engine.stack_plan import deconvolve_plane, select_reference_plane
 
 KSIZE = 5
 TINY = {"method": "self-msnet-s", "iterations": 3, "device": "cpu", "seed": 0}
@@ -70,35 +71,38 @@ class PlaneReader:
         raise AssertionError("the whole stack was read at once")
 
 
-def _fake_deblur(calls: list, stop_at: tuple[int, int] | None = None):
-    """A stand-in for napari_selfmsnet.deblur: 4 iterations, a stop request honoured."""
+def _fake_deblur_steps(calls: list):
+    """A stand-in for the engine's deblur_steps: 4 blind records, a stop request honoured."""
 
-    def fake(image, kernel_size, *, callback=None, **kwargs):
+    def fake(image, kernel_size, **kwargs):
         calls.append(kwargs)
         image = np.asarray(image)
         kernel = delta_kernel(tuple(kernel_size)).numpy()
-        for it in range(1, 5):
-            progress = Progress(stage="blind", step=it, total=4, loss=1.0 / it)
-            if callback is not None and callback(progress):
-                return DeblurResult(
-                    image.astype(np.float32) + 0.5,
-                    kernel,
-                    np.ones(it, np.float32),
-                    {"it": it},
-                    "cpu",
-                    0.0,
-                    cancelled=True,
-                    iterations_run=it,
-                )
-        return DeblurResult(
-            image.astype(np.float32) + 1.0,
-            kernel,
-            np.full(4, 0.25, np.float32),
-            {"it": 4},
-            "cpu",
-            0.0,
-            iterations_run=4,
-        )
+
+        def steps():
+            for it in range(1, 5):
+                if (yield Progress(stage="blind", step=it, total=4, loss=1.0 / it)):
+                    return DeblurResult(
+                        image.astype(np.float32) + 0.5,
+                        kernel,
+                        np.ones(it, np.float32),
+                        {"it": it},
+                        "cpu",
+                        0.0,
+                        cancelled=True,
+                        iterations_run=it,
+                    )
+            return DeblurResult(
+                image.astype(np.float32) + 1.0,
+                kernel,
+                np.full(4, 0.25, np.float32),
+                {"it": 4},
+                "cpu",
+                0.0,
+                iterations_run=4,
+            )
+
+        return steps()
 
     return fake
 
@@ -155,7 +159,7 @@ class TestDeblurStackValidation:
 class TestStopRequests:
     def test_per_plane_stop_keeps_done_planes_and_leaves_the_rest(self, monkeypatch):
         calls: list = []
-        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur", _fake_deblur(calls))
+        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur_steps", _fake_deblur_steps(calls))
         stack = _blurred_stack(4)
         seen: list[tuple[int, int]] = []
 
@@ -176,7 +180,7 @@ class TestStopRequests:
         assert [c["seed"] for c in calls] == [7, 7]  # the same seed for every plane
 
     def test_shared_stop_during_estimation(self, monkeypatch):
-        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur", _fake_deblur([]))
+        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur_steps", _fake_deblur_steps([]))
         stack = _blurred_stack(3)
         result = deblur_stack(
             stack, KSIZE, mode="shared", reference_plane=1, callback=lambda p: True
@@ -187,7 +191,7 @@ class TestStopRequests:
         np.testing.assert_array_equal(result.image[0], stack[0].astype(np.float32))
 
     def test_no_stop_is_not_cancelled(self, monkeypatch):
-        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur", _fake_deblur([]))
+        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur_steps", _fake_deblur_steps([]))
         result = deblur_stack(_blurred_stack(2), KSIZE, mode="per-plane")
         assert not result.cancelled
         assert result.params["unfinished_planes"] == []
@@ -218,7 +222,7 @@ class TestDeblurStackEngine:
         assert {r.plane for r in records} == {0, 1, 2} and {r.planes for r in records} == {3}
         # The reference plane is deblurred with the shared kernel, like the others.
         np.testing.assert_allclose(
-            result.image[2], apply_kernel(stack[2], result.kernel, device="cpu", method=NONBLIND), rtol=1e-5, atol=1e-3
+            result.image[2], deconvolve_plane(stack[2], result.kernel, device="cpu", method=NONBLIND), rtol=1e-5, atol=1e-3
         )
 
     def test_shared_mode_picks_the_reference(self):
@@ -240,7 +244,7 @@ class TestDeblurStackEngine:
         from napari_selfmsnet import deblur
 
         stack = _blurred_stack(2)
-        result = deblur_stack(stack, KSIZE, mode="per-plane", warm_start=False, **TINY)
+        result = deblur_stack(stack, KSIZE, mode="per-plane", warm_planes=False, **TINY)
         single = deblur(stack[1], KSIZE, **TINY)
         np.testing.assert_array_equal(result.image[1], single.image)
         np.testing.assert_array_equal(result.kernels[1], single.kernel)
@@ -271,18 +275,18 @@ class TestDeblurStackEngine:
         assert result.image is out and np.isfinite(out).all()
 
 
-class TestApplyKernel:
+class TestDeconvolvePlane:
     def test_delta_kernel_keeps_the_image(self):
         plane = _blurred_stack(1)[0]
-        out = apply_kernel(plane, delta_kernel((KSIZE, KSIZE)).numpy(), device="cpu", method=NONBLIND)
+        out = deconvolve_plane(plane, delta_kernel((KSIZE, KSIZE)).numpy(), device="cpu", method=NONBLIND)
         assert out.dtype == np.float32 and out.shape == plane.shape
         # A delta kernel has nothing to undo: the output stays close to the input.
         assert np.abs(out - plane).mean() < 0.05 * plane.mean()
 
     def test_rejects_a_3d_kernel(self):
         with pytest.raises(ValueError, match=r"kernel must be 2-D \(kh, kw\), got shape \(1, 5, 5\)"):
-            apply_kernel(np.zeros((40, 40)), np.ones((1, 5, 5)))
+            deconvolve_plane(np.zeros((40, 40)), np.ones((1, 5, 5)))
 
     def test_rejects_a_stack(self):
         with pytest.raises(ValueError, match=r"plane must have shape \(H, W\) or \(H, W, 3\), got \(2, 40, 40\)"):
-            apply_kernel(np.zeros((2, 40, 40)), np.ones((5, 5)))
+            deconvolve_plane(np.zeros((2, 40, 40)), np.ones((5, 5)))

@@ -580,7 +580,7 @@ def test_per_plane_without_warm_start(viewer_widget, qtbot, rng):
     widget.iterations.value = 2
     _run_to_end(qtbot, widget)
     meta = viewer.layers["z deblurred"].metadata
-    assert meta["warm_start"] is False and meta["params"]["warm_start"] is False
+    assert meta["warm_start"] is False and meta["params"]["warm_planes"] is False
     assert [plane["warm_started"] for plane in meta["params"]["plane_params"]] == [False] * 3
     assert [plane["config"]["iterations"] for plane in meta["params"]["plane_params"]] == [2] * 3
     assert widget.progress_bar.value == widget.progress_bar.max == 6

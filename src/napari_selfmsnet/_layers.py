@@ -18,7 +18,7 @@ import numpy as np
 from .engine.config import PRESETS
 from .engine.devices import resolve_device
 from .engine.records import Progress
-from .engine.stack import warm_iteration_count
+from .engine.stack_plan import warm_iteration_count
 
 __all__ = [
     "DeblurJob",
@@ -420,7 +420,7 @@ class DeblurJob:
             if self.plane_index is not None:
                 extra["plane"] = list(self.plane_index)
         else:
-            stack_kwargs = {"warm_start": self.warm_start} if self.mode == "per-plane" else {}
+            stack_kwargs = {"warm_planes": self.warm_start} if self.mode == "per-plane" else {}
             result = deblur_stack(
                 self.planes, self.kernel_size, mode=self.mode, callback=callback, **stack_kwargs, **self.engine_kwargs()
             )

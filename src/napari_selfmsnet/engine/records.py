@@ -120,9 +120,10 @@ class StackResult:
         the one kernel repeated. Per-plane mode: a plane that was never started holds a delta
         kernel, which is what its output (the input unchanged) corresponds to.
     params : dict
-        ``mode``, ``planes``, ``kernel_size``, ``reference_plane`` (shared mode),
-        ``plane_params`` (per plane in per-plane mode; the reference run's in shared mode),
-        ``nonblind_method`` (shared mode), ``unfinished_planes`` and ``interrupted_plane``.
+        How the run went: ``mode``, ``planes``, ``kernel_size``, ``reference_plane``,
+        ``nonblind_method``, ``warm_planes``, ``plane_params``, ``plane_final_losses``,
+        ``unfinished_planes`` and ``interrupted_plane``
+        (:class:`~napari_selfmsnet.engine.stack_plan.StackReport`).
     device : str
         Where it ran.
     elapsed_s : float

@@ -1,148 +1,53 @@
-"""Deblurring a stack of planes (z-stack, time series): one shared kernel, or one per plane.
+"""Deblurring a stack in this process: :func:`deblur_stack_steps` and :func:`deblur_stack`.
 
-The stack is read one plane at a time (``np.asarray(stack[i])``), so NumPy arrays, Dask arrays,
-Zarr arrays and TIFF memory maps all work and a stack larger than memory is never loaded whole.
-The command line, the Dask tasks and the napari widget all go through these functions.
+The steps are those of :mod:`.stack_plan` (the Dask runner executes the same ones); here
+they run one after the other, the planes of per-plane mode each warm-started from the one
+before, and the progress of every plane's pipeline is handed on with ``plane`` and
+``planes`` set. A stop (see :mod:`.steps`) reaches the running plane's pipeline, which
+finishes from there as :mod:`.pipeline` describes, and then ends the stack: the planes not
+started yet keep the input (as float32), and a shared kernel whose blind run was stopped is
+applied nowhere.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .inputs import check_kernel_size
-from .kernel_step import delta_kernel
-from .nonblind import deconvolve
-from .pipeline import deblur
-from .records import Progress, StackResult
-from .regions import edge_energy_map
+from .pipeline import deblur_steps
+from .records import DeblurResult, Progress, StackResult
+from .stack_plan import (
+    STACK_MODES,
+    BlindRun,
+    deconvolve_plane,
+    read_plane,
+    select_reference_plane,
+    stack_geometry,
+    stack_report,
+    warm_iteration_count,
+)
+from .steps import drain, relay
 
-__all__ = [
-    "StackResult",
-    "apply_kernel",
-    "deblur_stack",
-    "select_reference_plane",
-    "warm_iteration_count",
-]
-
-StackMode = Literal["shared", "per-plane"]
-STACK_MODES: tuple[str, ...] = ("shared", "per-plane")
-
-#: Share of a cold run's iterations that a warm-started plane runs by default. Measured with
-#: benchmarks/warm_start.py (drifting phantom stack, planes after the first, docs/benchmarks.md):
-#: fast preset (120 iterations cold) 22.14 dB; warm 30 iterations 20.75 dB; warm 60 iterations
-#: 22.31 dB. Half the iterations keep the cold runs' quality at half their generator work; a
-#: quarter, enough when a cold run had 250 iterations, loses 1.4 dB after 120.
-WARM_FRACTION = 0.5
-
-
-def _stack_geometry(stack: Any) -> tuple[int, tuple[int, ...]]:
-    """Number of planes and the plane shape, from ``stack.shape`` (never reading data)."""
-    shape = getattr(stack, "shape", None)
-    if shape is None:
-        raise TypeError(
-            f"stack must be an array-like with a .shape (numpy, dask or zarr array), got {type(stack).__name__}"
-        )
-    shape = tuple(int(s) for s in shape)
-    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] != 3):
-        raise ValueError(f"stack must have shape (P, H, W) or (P, H, W, 3) (planes along axis 0), got shape {shape}")
-    if shape[0] < 1:
-        raise ValueError(f"stack has no planes (shape {shape})")
-    return shape[0], shape[1:]
-
-
-def _plane(stack: Any, index: int) -> np.ndarray:
-    # One plane only: dask/zarr compute or read just this slice.
-    return np.asarray(stack[index])
-
-
-def select_reference_plane(stack: Any) -> int:
-    """The plane whose strongest edges carry the most energy: the best one to estimate a kernel on.
-
-    Parameters
-    ----------
-    stack : array-like, shape (P, H, W) or (P, H, W, 3)
-        Read one plane at a time.
-
-    Returns
-    -------
-    int
-        Index of the chosen plane (the first one on ties).
-
-    Notes
-    -----
-    The kernel estimate needs strong, well-separated edges; a plane that is blank or far out of
-    focus has little gradient energy. The score is the sum of
-    :func:`~napari_selfmsnet.engine.regions.edge_energy_map`: the squared gradient magnitudes at
-    or above the 90th percentile of a plane smoothed with a Gaussian of sigma 1 pixel; it is
-    not normalised by brightness, so a bright in-focus plane wins over a dim one.
-    """
-    planes, _ = _stack_geometry(stack)
-    scores = [float(edge_energy_map(_plane(stack, i)).sum()) for i in range(planes)]
-    return int(np.argmax(scores))
-
-
-def apply_kernel(plane: np.ndarray, kernel: np.ndarray, *, device: str = "auto", method: str = "sparse") -> np.ndarray:
-    """Deblur one plane with a known kernel (non-blind deconvolution).
-
-    Parameters
-    ----------
-    plane : ndarray, shape (H, W) or (H, W, 3)
-        Any real dtype; not modified.
-    kernel : ndarray, shape (kh, kw)
-        True-convolution orientation, centre at ``(kh // 2, kw // 2)`` (as
-        :func:`napari_selfmsnet.deblur` returns it).
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda:N"`` or ``"mps"``.
-    method : str
-        Passed to :func:`napari_selfmsnet.engine.nonblind.deconvolve`.
-
-    Returns
-    -------
-    ndarray of float32, the shape of ``plane``, in its intensity units.
-    """
-    plane = np.asarray(plane)
-    kernel = np.asarray(kernel)
-    if plane.ndim not in (2, 3) or (plane.ndim == 3 and plane.shape[-1] != 3):
-        raise ValueError(f"plane must have shape (H, W) or (H, W, 3), got {plane.shape}")
-    if kernel.ndim != 2:
-        raise ValueError(f"kernel must be 2-D (kh, kw), got shape {kernel.shape}")
-    out = deconvolve(plane, kernel, method=method, device=device)
-    return np.asarray(out, dtype=np.float32)
-
-
-class _PlaneCallback:
-    """Tags each progress record with its plane and remembers a stop request."""
-
-    def __init__(self, callback: Callable[[Progress], Any] | None, planes: int) -> None:
-        self.callback = callback
-        self.planes = planes
-        self.plane = 0
-        self.stop_requested = False
-
-    def __call__(self, progress: Progress) -> bool:
-        progress = replace(progress, plane=self.plane, planes=self.planes)
-        stop = self.callback is not None and bool(self.callback(progress))
-        self.stop_requested = self.stop_requested or stop
-        return stop
+__all__ = ["deblur_stack", "deblur_stack_steps"]
 
 
 def deblur_stack(
     stack: Any,
     kernel_size: int | tuple[int, int],
     *,
-    mode: StackMode = "shared",
+    mode: str = "shared",
     reference_plane: int | None = None,
     callback: Callable[[Progress], Any] | None = None,
     nonblind_method: str = "sparse",
     out: Any = None,
-    warm_start: bool = True,
+    warm_planes: bool = True,
     warm_iterations: int | None = None,
+    progress_every: int = 10,
     **deblur_kwargs: Any,
 ) -> StackResult:
     """Blind deblurring of every plane of a stack.
@@ -158,30 +63,32 @@ def deblur_stack(
         :func:`napari_selfmsnet.deblur`, then deblur every plane (the reference too, so the
         stack is consistent) with it by non-blind deconvolution. ``"per-plane"``: a blind run
         on every plane, each with its own kernel (the same seed for every plane), each plane
-        after the first warm-started from the one before (see ``warm_start``).
+        after the first warm-started from the one before (see ``warm_planes``).
     reference_plane : int, optional
         Shared mode: the plane to estimate the kernel on; by default
-        :func:`select_reference_plane` picks it.
+        :func:`~napari_selfmsnet.engine.stack_plan.select_reference_plane` picks it.
     callback : callable, optional
-        Receives the :class:`~napari_selfmsnet.Progress` records of each blind run with
-        ``plane`` and ``planes`` set. In shared mode it also receives one record per plane
-        deconvolved with the shared kernel (``iteration`` = planes done, ``total`` = P,
-        ``loss`` = the reference run's final loss). Returning True or setting
-        ``progress.stop`` ends the whole stack.
+        Receives the :class:`~napari_selfmsnet.Progress` records of each plane's pipeline
+        with ``plane`` and ``planes`` set and, in shared mode, one ``"planes"`` record per
+        plane deconvolved with the shared kernel (``step`` = planes done, ``loss`` = the
+        reference run's final loss). Returning True stops the running stage and then the
+        whole stack (see :mod:`napari_selfmsnet.engine.stack`).
     nonblind_method : str
-        Shared mode: the method of :func:`apply_kernel`.
+        Shared mode: the method of the planes' deconvolution.
     out : array-like, optional
         Where to write the planes (for example a TIFF memory map or a Zarr array of the
         result's shape, float32); by default a new array. ``result.image`` is ``out`` then.
-    warm_start : bool
+    warm_planes : bool
         Per-plane mode: start each plane's run from the previous plane's network and kernel
         (same region) with ``warm_iterations`` iterations, instead of from scratch with the
         full count. Neighbouring planes of a stack differ little, so this is several times
         faster for the same quality (measured in ``docs/benchmarks.md``).
     warm_iterations : int, optional
         Iterations of a warm-started plane; by default ``WARM_FRACTION`` of the first plane's.
+    progress_every : int
+        Blind-stage iterations between progress records.
     **deblur_kwargs
-        ``method``, ``iterations``, ``preset``, ``device``, ``seed``, ``config``: passed to
+        ``method``, ``iterations``, ``preset``, ``device``, ``seed``, ``region``: passed to
         :func:`napari_selfmsnet.deblur`.
 
     Returns
@@ -191,11 +98,37 @@ def deblur_stack(
         in ``params["unfinished_planes"]``; the plane whose blind run was stopped keeps that
         run's best estimate and is ``params["interrupted_plane"]``.
     """
+    steps = deblur_stack_steps(
+        stack, kernel_size, mode=mode, reference_plane=reference_plane, nonblind_method=nonblind_method, out=out,
+        warm_planes=warm_planes, warm_iterations=warm_iterations, progress_every=progress_every, **deblur_kwargs,
+    )  # fmt: skip
+    return drain(steps, callback)
+
+
+def deblur_stack_steps(
+    stack: Any,
+    kernel_size: int | tuple[int, int],
+    *,
+    mode: str = "shared",
+    reference_plane: int | None = None,
+    nonblind_method: str = "sparse",
+    out: Any = None,
+    warm_planes: bool = True,
+    warm_iterations: int | None = None,
+    progress_every: int = 10,
+    **deblur_kwargs: Any,
+) -> Generator[Progress, Any, StackResult]:
+    """:func:`deblur_stack` as a generator: yields its records, returns the :class:`StackResult`.
+
+    The arguments (those of :func:`deblur_stack` without ``callback``) are checked at once.
+    """
     if mode not in STACK_MODES:
         raise ValueError(f"mode must be one of {STACK_MODES}, got {mode!r}")
     if "callback" in deblur_kwargs or "image" in deblur_kwargs:
         raise TypeError("pass callback to deblur_stack itself; image is the stack")
-    planes, plane_shape = _stack_geometry(stack)
+    if "warm_start" in deblur_kwargs:
+        raise TypeError("deblur_stack warm-starts the planes of per-plane mode with warm_planes=True/False")
+    planes, plane_shape = stack_geometry(stack)
     kshape = check_kernel_size(kernel_size, plane_shape[:2])
     if reference_plane is not None:
         if not isinstance(reference_plane, (int, np.integer)) or not 0 <= reference_plane < planes:
@@ -209,126 +142,101 @@ def deblur_stack(
         out = np.empty((planes, *plane_shape), dtype=np.float32)
     elif tuple(out.shape) != (planes, *plane_shape):
         raise ValueError(f"out must have shape {(planes, *plane_shape)}, got {tuple(out.shape)}")
-
-    start = time.perf_counter()
-    tagger = _PlaneCallback(callback, planes)
+    kwargs = {**deblur_kwargs, "progress_every": progress_every}
     if mode == "shared":
-        result = _shared(stack, kshape, reference_plane, tagger, nonblind_method, out, deblur, deblur_kwargs)
-    else:
-        result = _per_plane(stack, kshape, tagger, out, deblur, deblur_kwargs, warm_start, warm_iterations)
-    result.elapsed_s = time.perf_counter() - start
-    return result
+        return _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs)
+    return _per_plane(stack, planes, kshape, out, bool(warm_planes), warm_iterations, kwargs)
 
 
-def _fill_unfinished(stack: Any, out: Any, indices: list[int]) -> None:
+def _on_plane(plane: int, planes: int) -> Callable[[Progress], Progress]:
+    def tag(record: Progress) -> Progress:
+        return replace(record, plane=plane, planes=planes)
+
+    return tag
+
+
+def _keep_input(stack: Any, out: Any, indices: list[int]) -> None:
     for i in indices:
-        out[i] = _plane(stack, i).astype(np.float32)
+        out[i] = read_plane(stack, i).astype(np.float32)
 
 
-def _shared(stack, kshape, reference_plane, tagger, nonblind_method, out, deblur, kwargs) -> StackResult:
-    planes = tagger.planes
+def _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs) -> Generator[Progress, Any, StackResult]:
+    start = time.perf_counter()
     if reference_plane is None:
         reference_plane = select_reference_plane(stack)
-    tagger.plane = reference_plane
-    estimate = deblur(_plane(stack, reference_plane), kshape, callback=tagger, **kwargs)
+    steps = deblur_steps(read_plane(stack, reference_plane), kshape, **kwargs)
+    estimate, _ = yield from relay(steps, _on_plane(reference_plane, planes))
     kernel = np.asarray(estimate.kernel, dtype=np.float32)
-    device = kwargs.get("device", "auto")
     unfinished: list[int] = []
     interrupted = None
-    if tagger.stop_requested or estimate.cancelled:
+    if estimate.cancelled:
         # The kernel is not final: apply it nowhere, keep the reference run's best image.
         interrupted = reference_plane
         out[reference_plane] = estimate.image
         unfinished = [i for i in range(planes) if i != reference_plane]
     else:
         for i in range(planes):
-            if tagger.stop_requested:
-                unfinished = list(range(i, planes))
-                break
-            deblurred = apply_kernel(_plane(stack, i), kernel, device=device, method=nonblind_method)
+            deblurred = deconvolve_plane(
+                read_plane(stack, i), kernel, device=kwargs.get("device", "auto"), method=nonblind_method
+            )
             out[i] = deblurred
-            tagger.plane = i
-            tagger(Progress(stage="planes", step=i + 1, total=planes, loss=estimate.final_loss, image=deblurred, kernel=kernel))
-    _fill_unfinished(stack, out, unfinished)
-    params = {
-        "mode": "shared",
-        "planes": planes,
-        "kernel_size": list(kshape),
-        "reference_plane": reference_plane,
-        "nonblind_method": nonblind_method,
-        "plane_params": [estimate.params],
-        "unfinished_planes": unfinished,
-        "interrupted_plane": interrupted,
-    }
-    return StackResult(
-        image=out,
-        kernels=np.repeat(kernel[None], planes, axis=0),
-        params=params,
-        device=estimate.device,
-        elapsed_s=0.0,
-        cancelled=interrupted is not None or bool(unfinished),
-        final_loss=estimate.final_loss,
-        kernel=kernel,
-        histories=[np.asarray(estimate.history)],
-    )
+            record = Progress(
+                stage="planes", step=i + 1, total=planes, loss=estimate.final_loss, image=deblurred, kernel=kernel,
+                elapsed_s=time.perf_counter() - start, plane=i, planes=planes,
+            )  # fmt: skip
+            if (yield record):
+                unfinished = list(range(i + 1, planes))
+                break
+    _keep_input(stack, out, unfinished)
+    report = stack_report(
+        "shared", planes, kshape, [BlindRun.of(reference_plane, estimate)], device=str(kwargs.get("device", "auto")),
+        reference_plane=reference_plane, nonblind_method=nonblind_method, unfinished=unfinished,
+        interrupted=interrupted,
+    )  # fmt: skip
+    return _result(out, report, [estimate], start, interrupted, unfinished, kernel=kernel)
 
 
-def warm_iteration_count(cold_iterations: int, warm_iterations: int | None = None) -> int:
-    """Iterations of a warm-started plane: ``warm_iterations``, or by default
-    ``WARM_FRACTION`` of a cold run's ``cold_iterations`` (at least 1)."""
-    if warm_iterations is not None:
-        return int(warm_iterations)
-    return max(1, round(WARM_FRACTION * cold_iterations))
-
-
-def _per_plane(stack, kshape, tagger, out, deblur, kwargs, warm_start, warm_iterations) -> StackResult:
-    planes = tagger.planes
-    kernels = np.repeat(delta_kernel(kshape).numpy()[None], planes, axis=0)
-    plane_params: list[dict | None] = [None] * planes
-    histories, losses = [], []
-    device = str(kwargs.get("device", "auto"))
+def _per_plane(stack, planes, kshape, out, warm_planes, warm_iterations, kwargs) -> Generator[Progress, Any, StackResult]:
+    start = time.perf_counter()
+    results: list[DeblurResult] = []
     unfinished: list[int] = []
     interrupted = None
     previous = first = None
     for i in range(planes):
-        if tagger.stop_requested:
-            unfinished = list(range(i, planes))
-            break
-        tagger.plane = i
-        if warm_start and previous is not None and previous.warm_start is not None:
-            warm_kwargs = {**kwargs, "iterations": warm_iteration_count(first.params["config"]["iterations"], warm_iterations)}
-            result = deblur(_plane(stack, i), kshape, callback=tagger, warm_start=previous, **warm_kwargs)
+        warm = warm_planes and previous is not None and previous.warm_start is not None
+        if warm:
+            iterations = warm_iteration_count(first.params["config"]["iterations"], warm_iterations)
+            steps = deblur_steps(read_plane(stack, i), kshape, warm_start=previous, **{**kwargs, "iterations": iterations})
         else:
-            result = deblur(_plane(stack, i), kshape, callback=tagger, **kwargs)
+            steps = deblur_steps(read_plane(stack, i), kshape, **kwargs)
+        result, _ = yield from relay(steps, _on_plane(i, planes))
+        if not warm:
             first = result
         previous = result
         out[i] = result.image
-        kernels[i] = result.kernel
-        plane_params[i] = result.params
-        histories.append(np.asarray(result.history))
-        losses.append(result.final_loss)
-        device = result.device
-        if result.cancelled or tagger.stop_requested:
+        results.append(result)
+        if result.cancelled:
             interrupted = i
-            tagger.stop_requested = True
-    _fill_unfinished(stack, out, unfinished)
-    finite = [x for x in losses if math.isfinite(x)]
-    params = {
-        "mode": "per-plane",
-        "planes": planes,
-        "warm_start": bool(warm_start),
-        "kernel_size": list(kshape),
-        "plane_params": plane_params,
-        "unfinished_planes": unfinished,
-        "interrupted_plane": interrupted,
-    }
+            unfinished = list(range(i + 1, planes))
+            break
+    _keep_input(stack, out, unfinished)
+    runs = [BlindRun.of(i, result) for i, result in enumerate(results)]
+    report = stack_report(
+        "per-plane", planes, kshape, runs, device=str(kwargs.get("device", "auto")), warm_planes=warm_planes,
+        unfinished=unfinished, interrupted=interrupted,
+    )  # fmt: skip
+    return _result(out, report, results, start, interrupted, unfinished)
+
+
+def _result(out, report, results, start, interrupted, unfinished, kernel=None) -> StackResult:
     return StackResult(
         image=out,
-        kernels=kernels,
-        params=params,
-        device=device,
-        elapsed_s=0.0,
+        kernels=report.kernels,
+        params=report.params,
+        device=report.device,
+        elapsed_s=time.perf_counter() - start,
         cancelled=interrupted is not None or bool(unfinished),
-        final_loss=float(np.mean(finite)) if finite else float("nan"),
-        histories=histories,
+        final_loss=report.final_loss,
+        kernel=kernel,
+        histories=[np.asarray(result.history) for result in results],
     )

@@ -8,23 +8,29 @@ arguments.
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
+from tqdm import tqdm
 
-from . import io
-from .distributed import FileJob, Outcome, RunOptions
-from .engine.config import METHOD_SCALES, PRESETS
+from .. import __version__, io
+from ..engine.config import METHOD_SCALES, PRESETS
+from ..engine.devices import resolve_device
+from ..engine.nonblind import METHODS as NONBLIND_METHODS
+from ..engine.stack_plan import STACK_CHOICES
+from .clusters import start_client
+from .dask_runner import run_dask
+from .demo import run_demo
+from .jobs import FileJob, Outcome, RunOptions, expand_inputs, file_stem, plan_jobs
+from .progress_bars import bar_callback
+from .serial import run_serial
 
-__all__ = ["build_parser", "expand_inputs", "main", "plan_jobs"]
+__all__ = ["build_parser", "main"]
 
-STACK_MODES = ("current", "shared", "per-plane")
-NONBLIND_METHODS = ("sparse", "wiener", "richardson-lucy")
 
 
 def _kernel_size(text: str) -> tuple[int, int]:
@@ -102,8 +108,6 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``napari-selfmsnet`` (subcommands ``demo`` and ``deblur``)."""
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="napari-selfmsnet",
         description="Blind deblurring with Self-MSNet: the sharp image and the blur kernel from one blurred image.",
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--stack-mode",
         default="shared",
-        choices=STACK_MODES,
+        choices=STACK_CHOICES,
         help="stacks: one kernel for all planes (shared, default), one per plane, or one plane only (current)",
     )
     run.add_argument(
@@ -159,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--no-warm-start",
-        dest="warm_start",
+        dest="warm_planes",
         action="store_false",
         help="per-plane mode: run every plane from scratch instead of from the previous plane's network",
     )
@@ -202,8 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_device(parser: argparse.ArgumentParser, device: str) -> None:
-    from .engine.devices import resolve_device
-
     try:
         resolve_device(device)
     except (ValueError, TypeError) as err:
@@ -225,86 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- deblur -----------------------------------------------------------------------------------
 
 
-def expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Files from files, folders (their images, not recursive) and glob patterns.
-
-    Returns
-    -------
-    (files, problems)
-        Files in the order given, without repeats; a message for every pattern that names
-        nothing usable.
-    """
-    files: list[Path] = []
-    problems: list[str] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in io.IMAGE_SUFFIXES)
-            if not found:
-                problems.append(f"{pattern}: the folder holds no {'/'.join(io.IMAGE_SUFFIXES)} file")
-        elif path.is_file():
-            found = [path]
-        else:
-            matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
-            found = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in io.IMAGE_SUFFIXES]
-            if not found:
-                problems.append(f"{pattern}: no such file" + (" matches" if matches or glob.has_magic(pattern) else ""))
-        for f in found:
-            if f.resolve() not in {g.resolve() for g in files}:
-                files.append(f)
-    return files, problems
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def plan_jobs(
-    files: Sequence[Path], output_dir: Path, options: RunOptions, *, overwrite: bool
-) -> tuple[list[FileJob], list[FileJob], list[tuple[Path, str]]]:
-    """Sort inputs into jobs to run, jobs to skip (outputs exist) and refusals.
-
-    An input is refused when one of its outputs would be an input file, or would be the
-    output of an earlier input (two inputs with one stem).
-    """
-    inputs = {f.resolve() for f in files}
-    claimed: dict[Path, Path] = {}
-    todo, skipped, refused = [], [], []
-    for f in files:
-        job = FileJob(
-            input=f, outputs=io.output_paths(output_dir, _stem(f), ome_zarr=options.ome_zarr), options=options
-        )
-        outputs = job.outputs
-        clash = [p for p in (*outputs.values(), *job.partial.values()) if p.resolve() in inputs]
-        if clash:
-            refused.append((f, f"its output {clash[0]} is an input file; choose another --output-dir"))
-            continue
-        taken = [claimed[p.resolve()] for p in outputs.values() if p.resolve() in claimed]
-        if taken:
-            refused.append(
-                (
-                    f,
-                    f"it has the same name stem as {taken[0]}, so their outputs would collide; deblur them into different folders",
-                )
-            )
-            continue
-        claimed.update({p.resolve(): f for p in outputs.values()})
-        if not overwrite and all(p.exists() for p in outputs.values()):
-            skipped.append(job)
-        else:
-            todo.append(job)
-    return todo, skipped, refused
-
-
 def _options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
         kernel_size=args.kernel_size, method=args.method, preset=args.preset, iterations=args.iterations,
         device=args.device, seed=args.seed, stack_mode=args.stack_mode, plane=args.plane, nonblind=args.nonblind,
-        axes=args.axes, ome_zarr=args.ome_zarr, region=args.region, warm_start=args.warm_start,
+        axes=args.axes, ome_zarr=args.ome_zarr, region=args.region, warm_planes=args.warm_planes,
         warm_iterations=args.warm_iterations,
     )  # fmt: skip
 
@@ -320,14 +247,12 @@ def _describe(error: BaseException) -> str:
 
 def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The ``deblur`` command."""
-    from tqdm import tqdm
-
     if args.ome_zarr:
         try:
             io.require_zarr()
         except ImportError as err:
             parser.error(str(err))
-    if args.scheduler and args.stack_mode == "per-plane" and (args.warm_iterations or not args.warm_start):
+    if args.scheduler and args.stack_mode == "per-plane" and (args.warm_iterations or not args.warm_planes):
         # Each plane is its own Dask task there, so no plane can start from another.
         print("note: on Dask every plane runs from scratch; --warm-iterations and --no-warm-start do nothing")
     files, problems = expand_inputs(args.inputs)
@@ -365,16 +290,11 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 def _run_here(args: argparse.Namespace, todo: list[FileJob], report) -> list[Outcome]:
     """Process the files one after the other in this process, a progress bar per file."""
-    import torch
-    from tqdm import tqdm
-
-    from .distributed import run_serial
-
     bars: list[Any] = []
 
     def progress(job: FileJob):
-        bars.append(tqdm(desc=_stem(job.input), unit="it", leave=False, disable=None, file=sys.stderr))
-        return _bar_callback(bars[-1])
+        bars.append(tqdm(desc=file_stem(job.input), unit="it", leave=False, disable=None, file=sys.stderr))
+        return bar_callback(bars[-1])
 
     def done(outcome: Outcome) -> None:
         bars.pop().close()
@@ -389,25 +309,7 @@ def _run_here(args: argparse.Namespace, todo: list[FileJob], report) -> list[Out
         torch.set_num_threads(threads)  # main() may run inside a longer-lived process
 
 
-def _bar_callback(bar: Any):
-    """Progress records -> a tqdm bar (the steps of the current stage, and plane)."""
-
-    def callback(progress) -> None:
-        if bar.total != progress.total:
-            bar.reset(total=progress.total)
-        where = f"plane {progress.plane + 1}/{progress.planes} " if progress.planes else ""
-        bar.set_description(f"{where}{progress.stage}", refresh=False)
-        bar.n = progress.step
-        if progress.loss is not None:
-            bar.set_postfix(loss=f"{progress.loss:.4g}", refresh=False)
-        bar.refresh()
-
-    return callback
-
-
 def _run_on_dask(args: argparse.Namespace, jobs: list[FileJob], report) -> list[Outcome]:
-    from .distributed import run_dask, start_client
-
     try:
         client, cluster = start_client(
             args.scheduler, workers=args.workers, device=args.device, torch_threads=args.torch_threads
@@ -423,81 +325,6 @@ def _run_on_dask(args: argparse.Namespace, jobs: list[FileJob], report) -> list[
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-# --- demo -------------------------------------------------------------------------------------
-
-
-def stretch(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Contrast stretch for display only: percentiles ``low``/``high`` to 0/255 (uint8)."""
-    image = np.asarray(image, dtype=np.float64)
-    lo, hi = np.percentile(image, [low, high])
-    if hi <= lo:
-        hi = lo + 1.0
-    return (np.clip((image - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
-
-
-def side_by_side(blurred: np.ndarray, deblurred: np.ndarray, kernel: np.ndarray, gap: int = 8) -> np.ndarray:
-    """blurred | deblurred | kernel, each stretched on its own, enlarged (nearest) for viewing.
-
-    Images smaller than 256 pixels high are enlarged by a whole factor; the kernel is enlarged
-    to about the image height. Returns uint8 (H, W) for grey images, (H, W, 3) for RGB.
-    """
-    zoom = max(1, 256 // blurred.shape[0])
-    panels = [_enlarge(stretch(blurred, 0.1, 99.9), zoom), _enlarge(stretch(deblurred, 0.1, 99.9), zoom)]
-    height = panels[0].shape[0]
-    big_kernel = _enlarge(stretch(kernel, 0.0, 100.0), max(1, height // max(kernel.shape)))
-    panel = np.zeros((height, big_kernel.shape[1], *panels[0].shape[2:]), dtype=np.uint8)
-    top = (height - big_kernel.shape[0]) // 2
-    panel[top : top + big_kernel.shape[0]] = big_kernel[:height, :, None] if panel.ndim == 3 else big_kernel[:height]
-    spacer = np.full((height, gap, *panels[0].shape[2:]), 255, dtype=np.uint8)
-    return np.concatenate([panels[0], spacer, panels[1], spacer, panel], axis=1)
-
-
-def _enlarge(image: np.ndarray, zoom: int) -> np.ndarray:
-    return np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """The ``demo`` command: deblur the bundled sample, write results and a comparison PNG."""
-    import imageio.v3 as iio
-    import torch
-    from tqdm import tqdm
-
-    from .engine.pipeline import deblur
-    from .evaluation.metrics import levin_scores
-    from .evaluation.sample import blurred_sample, sample_kernel, sharp_sample
-
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    blurred, sharp, true_kernel = blurred_sample(), sharp_sample(), sample_kernel()
-    print(
-        f"sample: {blurred.shape[1]} x {blurred.shape[0]} {blurred.dtype}, kernel {true_kernel.shape[1]} x {true_kernel.shape[0]}"
-    )
-    with tqdm(desc="demo", unit="it", disable=None, file=sys.stderr) as bar:
-        result = deblur(
-            blurred, true_kernel.shape, preset=args.preset, iterations=args.iterations,
-            device=args.device, seed=0, callback=_bar_callback(bar),
-        )  # fmt: skip
-    meta = io.ImageMetadata(axes="YX", shape=blurred.shape, dtype=np.dtype(np.float32).str, source="tiff")
-    report = {
-        "input": "bundled sample (napari_selfmsnet.evaluation.sample.blurred_sample)",
-        "device": result.device, "elapsed_s": result.elapsed_s, "final_loss": result.final_loss,
-        "params": result.params,
-    }  # fmt: skip
-    before = levin_scores(blurred, sharp, fit_intensity=True)
-    after = levin_scores(result.image, sharp, kernel=result.kernel, true_kernel=true_kernel, fit_intensity=True)
-    report["scores"] = {"blurred": before, "deblurred": after}
-    paths = io.write_result(args.output_dir, "demo", result.image, result.kernel, meta, report)
-    comparison = Path(args.output_dir) / "demo_comparison.png"
-    iio.imwrite(comparison, side_by_side(blurred, result.image, result.kernel))
-    print(f"deblurred in {result.elapsed_s:.1f} s on {result.device}")
-    print(
-        f"PSNR against the sharp original (affine intensity fit): blurred {before['psnr']:.2f} dB -> deblurred {after['psnr']:.2f} dB"
-    )
-    print(f"kernel similarity to the true kernel: {after['kernel_similarity']:.3f}")
-    print(f"wrote {paths['image']}, {paths['kernel']}, {paths['report']} and {comparison}")
-    return 0
 
 
 if __name__ == "__main__":

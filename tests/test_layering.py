@@ -41,7 +41,7 @@ def test_every_engine_module_loads_only_numpy_scipy_and_torch():
     assert loaded.isdisjoint(GUI + CLUSTER + FILE_FORMATS), sorted(loaded & set(GUI + CLUSTER + FILE_FORMATS))
 
 
-@pytest.mark.parametrize("module", ["napari_selfmsnet._layers"])
+@pytest.mark.parametrize("module", ["napari_selfmsnet._napari.layers", "napari_selfmsnet._napari.job"])
 def test_layer_adapters_load_no_gui(module):
     loaded = _loaded_roots(f"import {module}")
     assert loaded.isdisjoint(GUI), sorted(loaded & set(GUI))

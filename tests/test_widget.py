@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_selfmsnet._layers import PlaneStack, describe_layer, shapes_region  # noqa: E402
+from napari_selfmsnet._napari.layers import PlaneStack, describe_layer, shapes_region  # noqa: E402
 
 PLUGIN = "napari-selfmsnet"
 WIDGET = "Blind deblur (Self-MSNet)"
@@ -281,7 +281,7 @@ def test_stack_modes(viewer_widget, qtbot, rng, mode):
         np.testing.assert_allclose(kernel.data.sum(axis=(1, 2)), 1.0, atol=1e-5)
         np.testing.assert_allclose(kernel.scale, (2.0, 0.5, 0.25))
         # Planes after the first start from the one before (the checkbox's default).
-        assert result.metadata["warm_start"] is True
+        assert result.metadata["warm_planes"] is True
         assert [p["warm_started"] for p in result.metadata["params"]["plane_params"]] == [False, True, True]
     else:
         assert np.isclose(kernel.data.sum(), 1.0, atol=1e-5)
@@ -570,17 +570,17 @@ def test_per_plane_without_warm_start(viewer_widget, qtbot, rng):
     viewer, widget = viewer_widget
     viewer.add_image(_blurred(rng, (3, 40, 40)), name="z")
     _configure(widget, kernel_size=5, iterations=4)
-    assert not _shown(widget.warm_start)
+    assert not _shown(widget.warm_planes)
     widget.stack_mode.value = "per-plane"
-    assert _shown(widget.warm_start) and widget.warm_start.value is True
+    assert _shown(widget.warm_planes) and widget.warm_planes.value is True
     # Warm planes run half the iterations, and the progress bar counts them so.
     assert widget.build_job().total_steps == 4 + 2 + 2
-    widget.warm_start.value = False
+    widget.warm_planes.value = False
     assert widget.build_job().total_steps == 3 * 4
     widget.iterations.value = 2
     _run_to_end(qtbot, widget)
     meta = viewer.layers["z deblurred"].metadata
-    assert meta["warm_start"] is False and meta["params"]["warm_planes"] is False
+    assert meta["warm_planes"] is False and meta["params"]["warm_planes"] is False
     assert [plane["warm_started"] for plane in meta["params"]["plane_params"]] == [False] * 3
     assert [plane["config"]["iterations"] for plane in meta["params"]["plane_params"]] == [2] * 3
     assert widget.progress_bar.value == widget.progress_bar.max == 6
@@ -589,7 +589,7 @@ def test_per_plane_without_warm_start(viewer_widget, qtbot, rng):
 def test_progress_records_are_sparser_on_a_gpu(viewer_widget, rng, monkeypatch):
     import torch
 
-    from napari_selfmsnet import _layers
+    from napari_selfmsnet._napari import job as job_module
 
     viewer, widget = viewer_widget
     viewer.add_image(_blurred(rng, (40, 40)), name="cells")
@@ -597,6 +597,6 @@ def test_progress_records_are_sparser_on_a_gpu(viewer_widget, rng, monkeypatch):
     job = widget.build_job()
     assert job.engine_kwargs()["progress_every"] == 1
     # Reading the loss back every iteration would synchronise a GPU every iteration.
-    monkeypatch.setattr(_layers, "resolve_device", lambda device: torch.device("cuda", 0))
+    monkeypatch.setattr(job_module, "resolve_device", lambda device: torch.device("cuda", 0))
     assert job.engine_kwargs()["progress_every"] == 10
     assert job.engine_kwargs()["preset"] == "fast"  # recorded by its name

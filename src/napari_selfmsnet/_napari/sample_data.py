@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation.sample import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample
+from ..evaluation.sample import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample
 
 __all__ = ["blurred_sample_data", "sharp_sample_data"]
 

@@ -1,4 +1,5 @@
-"""From a napari Image layer to an engine job, and from its result back to layer data.
+"""Layer adapters: what the engine needs from a napari Image layer, and layer arguments for
+its results.
 
 Nothing here imports napari or Qt: the functions take the layer's public attributes (duck
 typing), so they are tested without a viewer and the widget stays a thin shell around them.
@@ -9,38 +10,23 @@ engine asks for it, so Dask- and Zarr-backed layers stay lazy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .engine.config import PRESETS
-from .engine.devices import resolve_device
-from .engine.records import Progress
-from .engine.stack_plan import warm_iteration_count
-
 __all__ = [
-    "DeblurJob",
-    "JobOutcome",
     "LayerSource",
     "PlaneStack",
     "deblurred_layer_kwargs",
     "describe_layer",
     "kernel_layer_kwargs",
     "preview_layer_kwargs",
-    "progress_step",
     "shapes_region",
 ]
 
 #: Integer dtypes the engine does not take directly; planes are read as float64 instead.
 _WIDE_INTEGERS = (np.dtype(np.int64), np.dtype(np.uint64))
-
-#: Iterations between the engine's progress records on a GPU (the engine's own default). Each
-#: record reads the loss back to the host, which waits for the device's queued work, so a record
-#: every iteration would keep the GPU from running ahead; GPU iterations are short enough that
-#: Cancel (honoured at the next record) still acts promptly.
-_GPU_PROGRESS_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -204,7 +190,7 @@ def shapes_region(shapes: Any, image: Any, spatial_shape: tuple[int, int]) -> tu
 class PlaneStack:
     """The planes of a layer as a lazy ``(P, H, W)`` or ``(P, H, W, 3)`` array-like.
 
-    ``napari_selfmsnet.deblur_stack`` reads planes one at a time with
+    :func:`napari_selfmsnet.deblur_stack` reads planes one at a time with
     ``np.asarray(stack[i])``; this maps ``i`` onto the layer's leading axes (a 4-D
     ``(T, Z, Y, X)`` layer gives ``T * Z`` planes, T-major), so no reshape of the (possibly
     lazy) data is needed. Each plane read is also checked: an RGBA plane loses its alpha
@@ -333,159 +319,3 @@ def preview_layer_kwargs(source: LayerSource, region: list[int] | None = None) -
     if source.colormap is not None:
         kwargs["colormap"] = source.colormap
     return kwargs
-
-
-@dataclass(frozen=True)
-class DeblurJob:
-    """Everything one run needs, checked and captured when Run is pressed.
-
-    ``planes`` reads the layer lazily; in ``"current"`` and ``"single"`` mode it holds the one
-    plane to deblur (``plane_index`` is its position on the leading axes in ``"current"`` mode).
-    ``region`` is the engine's ``region`` argument (``"auto"``, ``"full"`` or
-    ``(top, left, height, width)``; ``region_layer`` names the Shapes layer it came from);
-    ``warm_start`` applies to ``"per-plane"`` mode.
-    """
-
-    source: LayerSource
-    planes: PlaneStack
-    mode: str
-    kernel_size: int
-    method: str
-    preset: str
-    iterations: int | None
-    device: str
-    seed: int
-    plane_index: tuple[int, ...] | None = None
-    region: str | tuple[int, int, int, int] = "auto"
-    region_layer: str | None = None
-    warm_start: bool = True
-
-    @property
-    def full_iterations(self) -> int:
-        """Iterations of a blind run from scratch."""
-        return self.iterations or PRESETS[self.preset].iterations
-
-    @property
-    def warm_iterations(self) -> int:
-        """Iterations of a warm-started plane (``deblur_stack``'s default for ``warm_iterations``)."""
-        return warm_iteration_count(self.full_iterations)
-
-    def plane_offset(self, plane: int) -> int:
-        """Per-plane mode: the progress-bar steps of the planes before ``plane``."""
-        if not self.warm_start or plane == 0:
-            return plane * self.full_iterations
-        return self.full_iterations + (plane - 1) * self.warm_iterations
-
-    @property
-    def total_steps(self) -> int:
-        """Length of the progress bar: iterations, plus one step per plane deconvolved."""
-        iterations = self.full_iterations
-        if self.mode == "shared":
-            return iterations + len(self.planes)
-        if self.mode == "per-plane":
-            return self.plane_offset(len(self.planes))
-        return iterations
-
-    @property
-    def progress_every(self) -> int:
-        """Blind-stage iterations between the engine's progress records."""
-        # On the CPU every iteration reaches the callback, so Cancel is honoured within one
-        # iteration even with the slow "quality" preset (the forwarding to the GUI is
-        # throttled instead); on a GPU that would synchronise the device every iteration.
-        return 1 if resolve_device(self.device).type == "cpu" else _GPU_PROGRESS_EVERY
-
-    def engine_kwargs(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "iterations": self.iterations,
-            "preset": self.preset,
-            "progress_every": self.progress_every,
-            "device": self.device,
-            "seed": self.seed,
-            "region": self.region,
-        }
-
-    def run(self, callback: Callable[[Progress], bool]) -> JobOutcome:
-        """Run the engine (in the worker thread) and shape the result like the layer."""
-        from .engine.pipeline import deblur
-        from .engine.stack import deblur_stack
-
-        source = self.source
-        if self.mode in ("current", "single"):
-            result = deblur(self.planes[0], self.kernel_size, callback=callback, **self.engine_kwargs())
-            image, kernel = result.image, result.kernel
-            params, device = result.params, result.device
-            elapsed, loss, cancelled = result.elapsed_s, result.final_loss, result.cancelled
-            extra: dict[str, Any] = {"iterations_run": int(result.iterations_run)}
-            if self.plane_index is not None:
-                extra["plane"] = list(self.plane_index)
-        else:
-            stack_kwargs = {"warm_planes": self.warm_start} if self.mode == "per-plane" else {}
-            result = deblur_stack(
-                self.planes, self.kernel_size, mode=self.mode, callback=callback, **stack_kwargs, **self.engine_kwargs()
-            )
-            plane_shape = tuple(result.image.shape[1:])
-            image = np.asarray(result.image).reshape(source.leading_shape + plane_shape)
-            if self.mode == "shared":
-                kernel = result.kernel
-            else:
-                kernel = result.kernels.reshape(source.leading_shape + tuple(result.kernels.shape[1:]))
-            params, device = result.params, result.device
-            elapsed, loss, cancelled = result.elapsed_s, result.final_loss, result.cancelled
-            extra = {"warm_start": self.warm_start} if self.mode == "per-plane" else {}
-        metadata = {
-            "source_layer": source.name,
-            "mode": self.mode,
-            "method": self.method,
-            "preset": self.preset,
-            "iterations": self.full_iterations,
-            "kernel_size": self.kernel_size,
-            # As asked for; the rectangle each blind run used is params["region"] (per plane:
-            # params["plane_params"][i]["region"]), which "auto" resolves.
-            "region": list(self.region) if isinstance(self.region, tuple) else self.region,
-            "region_layer": self.region_layer,
-            "seed": self.seed,
-            "device_requested": self.device,
-            "device": device,
-            "elapsed_s": float(elapsed),
-            "final_loss": float(loss),
-            "cancelled": bool(cancelled),
-            "data_level": 0 if source.multiscale else None,
-            **extra,
-            "params": params,
-        }
-        return JobOutcome(
-            image=np.asarray(image, dtype=np.float32),
-            kernel=np.asarray(kernel, dtype=np.float32),
-            metadata=metadata,
-            cancelled=bool(cancelled),
-        )
-
-
-@dataclass
-class JobOutcome:
-    """What the worker returns: result arrays shaped for napari, and the layers' metadata."""
-
-    image: np.ndarray | None
-    kernel: np.ndarray | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    cancelled: bool = False
-    #: A user-facing reason when the engine refused the input (the arrays are None then).
-    error: str | None = None
-
-
-def progress_step(progress: Progress, job: DeblurJob) -> int:
-    """Position of a progress record on the widget's bar (0 .. ``job.total_steps``).
-
-    The bar counts blind-stage iterations (per plane in per-plane mode) and, in shared mode,
-    the planes deconvolved with the shared kernel; a run's polish and deconvolution records
-    sit at the end of its blind stage.
-    """
-    iterations = job.full_iterations
-    if progress.stage == "planes":
-        return iterations + progress.step
-    if job.mode == "per-plane":
-        plane = progress.plane or 0
-        done = progress.step if progress.stage == "blind" else job.plane_offset(plane + 1) - job.plane_offset(plane)
-        return job.plane_offset(plane) + done
-    return progress.step if progress.stage == "blind" else iterations

@@ -1,66 +1,47 @@
 """The napari dock widget "Blind deblur (Self-MSNet)".
 
 A thin shell: named magicgui controls, a validation step that turns them into a
-:class:`~napari_selfmsnet._layers.DeblurJob`, and a napari generator worker that runs the job
-in a thread. The engine
-(:func:`napari_selfmsnet.deblur`, :mod:`napari_selfmsnet.engine.stack`) reports progress through its
-callback; the callback forwards throttled records to the GUI through the worker's ``yielded``
-signal and answers ``True`` once Cancel was pressed, so the run stops at its next record.
-Registered only through ``napari.yaml``; the package's ``__init__`` never imports this module.
+:class:`~napari_selfmsnet._napari.job.DeblurJob`, and a napari generator worker that iterates
+the engine's generator for that job in a thread. Each progress record the engine yields goes
+to the GUI through the worker's ``yielded`` signal (thinned, so a fast run does not flood the
+event loop), and at each record the worker sends the engine whether Cancel was pressed: a
+stop ends the running stage at once and the run finishes from there (see
+:mod:`napari_selfmsnet.engine.pipeline`). Registered only through ``napari.yaml``; the
+package's ``__init__`` never imports this module.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
 from napari.layers import Image, Shapes
-from napari.qt.threading import thread_worker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
-from ._layers import (
-    DeblurJob,
-    JobOutcome,
-    LayerSource,
-    PlaneStack,
-    deblurred_layer_kwargs,
-    describe_layer,
-    kernel_layer_kwargs,
-    preview_layer_kwargs,
-    progress_step,
-    shapes_region,
-)
-from .engine.config import METHOD_SCALES, PRESETS
-from .engine.convolution import scale_geometry
-from .engine.devices import available_devices, release_memory, resolve_device
-from .engine.inputs import check_kernel_size
-from .engine.records import Progress
-from .engine.regions import check_region
+from ..engine.config import METHOD_SCALES, PRESETS
+from ..engine.devices import available_devices
+from ..engine.records import Progress
+from ..engine.stack_plan import STACK_CHOICES
+from .job import DeblurJob, JobOutcome, make_job, progress_step
+from .layers import deblurred_layer_kwargs, describe_layer, kernel_layer_kwargs, preview_layer_kwargs
+from .worker import PREVIEW_INTERVAL_S, run_job
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["DeblurWidget"]
 
-#: The engine's callback fires every iteration in the widget (see ``DeblurJob.config``); the
-#: GUI is sent at most this many progress records per second...
-_PROGRESS_INTERVAL_S = 0.1
-#: ...and the preview layer is refreshed at most this often, so a fast GPU run does not flood
-#: the event loop with image copies.
-_PREVIEW_INTERVAL_S = 0.3
-
-METHODS = (("Self-MSNet", "self-msnet"), ("Self-MSNet-S", "self-msnet-s"))
-STACK_MODES = (
-    ("current plane only", "current"),
-    ("all planes, one shared kernel", "shared"),
-    ("all planes, one kernel each", "per-plane"),
-)
+#: What the method and stack-mode choices are called in the widget (the names are the engine's).
+_METHOD_LABELS = {"self-msnet": "Self-MSNet", "self-msnet-s": "Self-MSNet-S"}
+_STACK_CHOICE_LABELS = {
+    "current": "current plane only",
+    "shared": "all planes, one shared kernel",
+    "per-plane": "all planes, one kernel each",
+}
 _STACK_MODE_TOOLTIP = (
     "For layers with more than two (non-colour) dimensions.\n"
     "current plane only: deblur the plane shown by the sliders; the result is 2-D.\n"
@@ -94,55 +75,6 @@ def _describe(record: Progress) -> str:
     return f"deconvolving plane {record.step}/{record.total} with the shared kernel"
 
 
-class _ProgressChannel:
-    """The engine's callback, called in the worker thread.
-
-    Forwards at most one record per ``_PROGRESS_INTERVAL_S`` to the GUI (``emit`` is the
-    worker's ``yielded`` signal, queued to the main thread) and strips the preview image from
-    records sent sooner than ``_PREVIEW_INTERVAL_S`` after the last one that carried it.
-    Returns True, which makes the engine stop, once ``stop_requested()`` says so.
-    """
-
-    def __init__(self, stop_requested: Callable[[], bool]) -> None:
-        self.stop_requested = stop_requested
-        self.emit: Callable[[Any], None] | None = None
-        self._last_sent = -np.inf
-        self._last_image = -np.inf
-
-    def __call__(self, progress: Progress) -> bool:
-        if self.stop_requested():
-            return True
-        now = time.monotonic()
-        if self.emit is not None and now - self._last_sent >= _PROGRESS_INTERVAL_S:
-            self._last_sent = now
-            if progress.image is not None and now - self._last_image >= _PREVIEW_INTERVAL_S:
-                self._last_image = now
-            else:
-                progress = dataclasses.replace(progress, image=None, kernel=None)
-            self.emit(progress)
-        return False
-
-
-@thread_worker(start_thread=False)
-def _run_job(job: DeblurJob, channel: _ProgressChannel) -> Generator[str, None, JobOutcome]:
-    """The worker: announce the start, run the job, hand back its outcome.
-
-    Progress records reach the GUI through ``channel`` (the ``yielded`` signal) while the
-    engine runs; a refusal of the input by the engine (``ValueError``/``TypeError``, for
-    example NaN found in a lazily read plane) comes back as an outcome with ``error`` set, to
-    be shown as a notification. Anything else is a bug and propagates to napari's handler.
-    """
-    yield "started"
-    try:
-        return job.run(channel)
-    except (ValueError, TypeError) as err:
-        return JobOutcome(image=None, kernel=None, error=str(err))
-    finally:
-        # Cached GPU memory goes back to the system whether the run ended, failed or was
-        # cancelled (deblur releases its own; the non-blind stage of a stack may hold more).
-        release_memory(resolve_device(job.device))
-
-
 class DeblurWidget(Container):
     """Blind deblurring of an Image layer with Self-MSNet, as a napari dock widget.
 
@@ -154,7 +86,7 @@ class DeblurWidget(Container):
     Notes
     -----
     Controls are attributes (``image_layer``, ``region``, ``kernel_size``, ``method``,
-    ``preset``, ``iterations``, ``device``, ``seed``, ``stack_mode``, ``warm_start``,
+    ``preset``, ``iterations``, ``device``, ``seed``, ``stack_mode``, ``warm_planes``,
     ``run_button``, ``cancel_button``, ``progress_bar``, ``status``), so scripts and tests
     set ``.value`` and call :meth:`run` / :meth:`cancel`. The running worker is
     ``self.worker`` (None when idle).
@@ -190,7 +122,7 @@ class DeblurWidget(Container):
         )
         self.method = ComboBox(
             name="method",
-            choices=list(METHODS),
+            choices=[(_METHOD_LABELS.get(name, name), name) for name in METHOD_SCALES],
             value="self-msnet",
             tooltip="Self-MSNet: multi-scale generator (scales 1/8 to 1). "
             "Self-MSNet-S: single scale (faster, for small images or kernels).",
@@ -200,7 +132,7 @@ class DeblurWidget(Container):
             choices=list(PRESETS),
             value="fast",
             tooltip="fast: about a minute for 255 x 255 on a CPU core. "
-            "balanced: twice the iterations of fast (about 2x its time, 1.1 dB better on Levin's set). "
+            "balanced: about twice the iterations and time of fast, for a better kernel. "
             "quality: the paper's settings (128 channels, 2000 iterations; use a GPU).",
         )
         self.iterations = SpinBox(
@@ -220,10 +152,14 @@ class DeblurWidget(Container):
             name="seed", value=0, min=0, max=2**31 - 1, tooltip="Seeds the network and its input noise."
         )
         self.stack_mode = ComboBox(
-            name="stack_mode", label="stack", choices=list(STACK_MODES), value="current", tooltip=_STACK_MODE_TOOLTIP
+            name="stack_mode",
+            label="stack",
+            choices=[(_STACK_CHOICE_LABELS[name], name) for name in STACK_CHOICES],
+            value="current",
+            tooltip=_STACK_MODE_TOOLTIP,
         )
-        self.warm_start = CheckBox(
-            name="warm_start",
+        self.warm_planes = CheckBox(
+            name="warm_planes",
             label="warm start planes",
             value=True,
             tooltip="One kernel per plane: start each plane from the previous plane's network and kernel, "
@@ -246,7 +182,7 @@ class DeblurWidget(Container):
                 self.device,
                 self.seed,
                 self.stack_mode,
-                self.warm_start,
+                self.warm_planes,
                 self.run_button,
                 self.cancel_button,
                 self.progress_bar,
@@ -307,12 +243,12 @@ class DeblurWidget(Container):
         layer = self.image_layer.value
         is_stack = layer is not None and describe_layer(layer).is_stack
         self.stack_mode.visible = is_stack
-        self.warm_start.visible = is_stack and self.stack_mode.value == "per-plane"
+        self.warm_planes.visible = is_stack and self.stack_mode.value == "per-plane"
 
     # -- run ---------------------------------------------------------------------------------
 
     def build_job(self) -> DeblurJob:
-        """Check the controls and the chosen layer; the job to run.
+        """Check the controls and the chosen layer; the job to run (:func:`.job.make_job`).
 
         Raises
         ------
@@ -320,79 +256,20 @@ class DeblurWidget(Container):
             With a message for the user (no layer, even kernel size, kernel too large for the
             image, unsupported dtype, NaN in in-memory data, no such device...).
         """
-        layer = self.image_layer.value
-        if layer is None:
-            raise ValueError("no Image layer to deblur: open an image (or File > Open Sample) first")
-        source = describe_layer(layer)
-        if source.dtype.kind not in "uif":
-            raise TypeError(f"layer {source.name!r} has dtype {source.dtype}; deblurring needs integer or float data")
-        if source.rgb and source.channels not in (3, 4):
-            raise ValueError(f"RGB layer {source.name!r} has {source.channels} channels; expected 3 or 4")
-        size = int(self.kernel_size.value)
-        check_kernel_size(size, source.spatial_shape)
-        method = self.method.value
-        try:
-            scale_geometry(source.spatial_shape, (size, size), METHOD_SCALES[method])
-        except ValueError as err:
-            raise ValueError(f"{err} (image {source.spatial_shape[0]}x{source.spatial_shape[1]})") from None
-        resolve_device(self.device.value)
-        region, region_layer = self._region(layer, source, size, method)
-
-        mode = self.stack_mode.value if source.is_stack else "single"
-        plane_index = None
-        if mode == "current":
-            plane_index = self._current_plane(layer, source)
-            planes = PlaneStack(source, [plane_index])
-        elif mode == "single":
-            planes = PlaneStack(source, [()])
-        else:
-            planes = PlaneStack(source)
-        if isinstance(source.data, np.ndarray):
-            # In-memory data is cheap to check now, before a thread starts; lazy data is
-            # checked plane by plane as it is read (PlaneStack raises, the worker reports).
-            for i in range(len(planes)):
-                planes[i]
         iterations = int(self.iterations.value)
-        return DeblurJob(
-            source=source,
-            planes=planes,
-            mode=mode,
-            kernel_size=size,
-            method=method,
+        return make_job(
+            self.image_layer.value,
+            region=self.region.value,
+            kernel_size=int(self.kernel_size.value),
+            method=self.method.value,
             preset=self.preset.value,
             iterations=iterations if iterations > 0 else None,
             device=self.device.value,
             seed=int(self.seed.value),
-            plane_index=plane_index,
-            region=region,
-            region_layer=region_layer,
-            warm_start=bool(self.warm_start.value),
+            stack_mode=self.stack_mode.value,
+            warm_planes=bool(self.warm_planes.value),
+            world_point=self.viewer.dims.point,
         )
-
-    def _region(
-        self, layer: Any, source: LayerSource, kernel_size: int, method: str
-    ) -> tuple[str | tuple[int, int, int, int], str | None]:
-        """The engine's ``region`` for the region control, and the Shapes layer's name."""
-        choice = self.region.value
-        if isinstance(choice, str):
-            return choice, None
-        region = shapes_region(choice, layer, source.spatial_shape)
-        try:
-            check_region(region, source.spatial_shape, kernel_size)
-        except ValueError as err:
-            raise ValueError(f"Shapes layer {choice.name!r}: {err}") from None
-        try:
-            # The blind run sees only the region, so the pyramid must fit in it, as in the image.
-            scale_geometry(region[2:], (kernel_size, kernel_size), METHOD_SCALES[method])
-        except ValueError as err:
-            raise ValueError(f"Shapes layer {choice.name!r}: {err} (region {region[2]}x{region[3]})") from None
-        return region, choice.name
-
-    def _current_plane(self, layer: Any, source: LayerSource) -> tuple[int, ...]:
-        """The leading-axis index of the plane the viewer's sliders show for ``layer``."""
-        coords = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
-        leading = coords[: len(source.leading_shape)]
-        return tuple(int(np.clip(np.round(c), 0, n - 1)) for c, n in zip(leading, source.leading_shape, strict=True))
 
     def run(self, _value: Any = None):
         """Validate the inputs and start the worker.
@@ -422,9 +299,7 @@ class DeblurWidget(Container):
         self.progress_bar.max = total
         self.progress_bar.value = 0
 
-        channel = _ProgressChannel(lambda: self._cancel_requested or worker.abort_requested or pbar.is_canceled)
-        worker = _run_job(job, channel)
-        channel.emit = worker.yielded.emit
+        worker = run_job(job, lambda: self._cancel_requested or worker.abort_requested or pbar.is_canceled)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
@@ -439,7 +314,7 @@ class DeblurWidget(Container):
         return worker
 
     def cancel(self, _value: Any = None) -> None:
-        """Ask the running job to stop; it ends at the engine's next progress record."""
+        """Ask the running job to stop: each stage of the engine ends at its next record."""
         if self.worker is None:
             return
         self._cancel_requested = True
@@ -466,7 +341,7 @@ class DeblurWidget(Container):
         where = f"plane {record.plane + 1}/{record.planes}, " if record.planes and job.mode != "current" else ""
         self.status.value = f"{where}{_describe(record)}, {record.elapsed_s:.0f} s"
         now = time.monotonic()
-        if record.image is not None and now - self._last_preview >= _PREVIEW_INTERVAL_S:
+        if record.image is not None and now - self._last_preview >= PREVIEW_INTERVAL_S:
             self._last_preview = now
             self._show_preview(job, np.asarray(record.image, dtype=np.float32), record.region)
 
@@ -492,9 +367,9 @@ class DeblurWidget(Container):
         finally:
             self._adding_layers = False
 
-    def _on_returned(self, outcome: JobOutcome) -> None:
+    def _on_returned(self, outcome: JobOutcome | None) -> None:
         job = self._job
-        if self._closed:
+        if self._closed or outcome is None:  # None: napari aborted the worker (viewer closed)
             return
         if outcome.error is not None:
             self._report_error(outcome.error)

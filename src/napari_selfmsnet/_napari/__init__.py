@@ -1,0 +1,4 @@
+"""The napari plugin: the dock widget (:mod:`.widget`, with its worker :mod:`.worker`), the job
+it runs (:mod:`.job`), the layer adapters (:mod:`.layers`) and the sample data
+(:mod:`.sample_data`). napari finds them through ``napari.yaml`` only; :mod:`.job` and
+:mod:`.layers` import no napari or Qt, so they are tested without a viewer."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,60 @@ def test_every_engine_module_loads_only_numpy_scipy_and_torch():
 def test_layer_adapters_load_no_gui(module):
     loaded = _loaded_roots(f"import {module}")
     assert loaded.isdisjoint(GUI), sorted(loaded & set(GUI))
+
+
+# What each floor of the package may import: its own modules, the floors listed, the standard
+# library and the third-party packages listed (docs/architecture.md has the same table).
+FLOORS = {
+    "engine": ({"engine"}, {"numpy", "scipy", "torch"}),
+    "io": ({"io"}, {"numpy", "tifffile", "imageio", "dask", "zarr"}),
+    "evaluation": ({"engine", "io", "evaluation"}, {"numpy", "scipy", "skimage", "torch"}),
+    "batch": ({"engine", "io", "evaluation", "batch"}, {"numpy", "torch", "tqdm", "distributed", "imageio"}),
+    "_napari": ({"engine", "evaluation", "_napari"}, {"numpy", "napari", "magicgui", "qtpy"}),
+}
+
+
+def _imports(path):
+    """(floor or None, top-level package) for every import statement of a module of the package."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = path.parent
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield None, alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                yield None, (node.module or "").split(".")[0]
+                continue
+            base = package
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = (base / (node.module or "").replace(".", "/")) if node.module else base
+            names = [] if node.module else [alias.name for alias in node.names]
+            root = Path(__import__("napari_selfmsnet").__file__).parent
+            parts = target.relative_to(root).parts
+            if parts:
+                yield parts[0].removesuffix(".py"), "napari_selfmsnet"
+            else:  # "from .. import io": the floors named
+                for name in names:
+                    yield name, "napari_selfmsnet"
+
+
+@pytest.mark.parametrize("floor", sorted(FLOORS))
+def test_each_floor_imports_only_what_the_architecture_allows(floor):
+    import napari_selfmsnet
+
+    floors, third_party = FLOORS[floor]
+    root = Path(napari_selfmsnet.__file__).parent
+    allowed_names = {"__version__", "_version"}
+    problems = []
+    for path in sorted((root / floor).glob("*.py")):
+        for target_floor, package in _imports(path):
+            if package == "napari_selfmsnet":
+                if target_floor not in floors and target_floor not in allowed_names:
+                    problems.append(f"{path.name} imports the {target_floor} floor")
+            elif package not in sys.stdlib_module_names and package not in third_party and package != "__future__":
+                problems.append(f"{path.name} imports {package}")
+    assert problems == []

@@ -98,8 +98,7 @@ def _worker_env() -> dict[str, str]:
     """Environment of local worker processes.
 
     OpenMP threads that spin while waiting make torch many times slower as soon as another
-    process wants the same cores (measured: a tiny run took 20 s instead of 0.4 s on a busy
-    2-core machine); passive waiting avoids that. A value the user set is kept.
+    process wants the same cores; passive waiting avoids that. A value the user set is kept.
     """
     return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 

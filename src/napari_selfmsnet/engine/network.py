@@ -64,9 +64,8 @@ class NonLocalBlock(nn.Module):
 
     The output BatchNorm's scale starts at zero, so the block starts as the identity (as in
     Wang et al.): with the default scale of one, the deepest encoder levels are fed untrained
-    attention paths at full strength from the first step, and the 128-channel network fitted
-    a sharp Levin image to 24.2 dB in 100 Adam steps at lr 0.01 instead of 29.7 dB
-    (``benchmarks/generator_fit.py``, docs/benchmarks.md).
+    attention paths at full strength from the first step, and the 128-channel network fits a
+    sharp image far more slowly (``benchmarks/generator_fit.py``; benchmarks/NOTEBOOK.md).
     """
 
     def __init__(self, channels: int) -> None:

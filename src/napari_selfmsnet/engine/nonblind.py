@@ -140,9 +140,9 @@ def deconvolve(
     normalised data with the same weight, so every tile minimises the same objective. Each
     tile is solved with the valid (unknown-boundary) model, so its borders do not ring, and
     neighbouring tiles are blended across the overlap with raised-cosine weights that sum to
-    one. With the default overlap the tiled result matches the untiled one to a PSNR of
-    about 60 dB (a 300 x 300 phantom, a 9 x 9 kernel, 128 px tiles) and shows no seams. Only
-    one tile is on the device at a time.
+    one. With the default overlap the tiled result matches the untiled one closely (the tests
+    hold it above 50 dB PSNR on a phantom) and shows no seams. Only one tile is on the device
+    at a time.
 
     Examples
     --------

@@ -138,7 +138,7 @@ def autocast_dtype_for(config: SolverConfig, device: torch.device) -> torch.dtyp
 def memory_format_for(config: SolverConfig, device: torch.device) -> torch.memory_format:
     """The layout of the generator's feature maps on ``device`` (``config.memory_format`` with "auto" resolved)."""
     # channels_last feeds the tensor cores on CUDA and oneDNN's blocked convolutions on CPU
-    # (1.1-1.18x per iteration for the fast preset, docs/benchmarks.md); MPS is left as it is.
+    # (faster per iteration on both, docs/benchmarks.md); MPS is left as it is.
     if config.memory_format == "channels_last" or (
         config.memory_format == "auto" and device.type in ("cuda", "cpu")
     ):

@@ -2,7 +2,7 @@
 
 For every image: deblur with the true kernel's *size* (the literature's setting), then score
 the result up to shift against the sharp image (PSNR, SSIM), its error ratio against the
-fixed non-blind reference (``napari_selfmsnet.core.nonblind.deconvolve`` with the true kernel,
+fixed non-blind reference (``napari_selfmsnet.engine.nonblind.deconvolve`` with the true kernel,
 method "sparse", default weight), and its kernel's similarity to the true kernel. The same
 figures are recorded for the blurred input and the non-blind reference, so every table carries
 both anchors. Results (with the machine description) are rewritten after every image: a crash

@@ -3,7 +3,7 @@
 Two data sets, the same preset, each image run twice:
 
 - ``full``: ``deblur(region="full")``, the blind optimizer on the whole frame;
-- ``region``: the blind optimizer on the window :func:`~napari_selfmsnet.core.regions.auto_region`
+- ``region``: the blind optimizer on the window :func:`~napari_selfmsnet.engine.regions.auto_region`
   picks (``--levin-window`` px on Levin's 255 x 255 images, ``--synth-window`` on the synthetic
   frames), then the whole frame deconvolved with that kernel, as ``region="auto"`` does on
   large frames.

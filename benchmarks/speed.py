@@ -42,8 +42,8 @@ How it is measured
     Time to the final result, labelled ``time_to_result_kind``: ``"projected"`` (default) is
     setup (region choice, intensity fit, transfer) + the warm-up iterations + seconds per
     iteration x the remaining iterations + the non-blind stages, timed directly (the polish
-    rounds of :func:`~napari_selfmsnet.core.refine.polish_kernel` on the region and the
-    full-frame sparse :func:`~napari_selfmsnet.core.nonblind.deconvolve`, each when the
+    rounds of :func:`~napari_selfmsnet.engine.polish.polish_kernel` on the region and the
+    full-frame sparse :func:`~napari_selfmsnet.engine.nonblind.deconvolve`, each when the
     configuration does them); ``"measured"`` (``--end-to-end``) is the wall time of a full
     ``deblur`` call with the configuration's iterations.
 

@@ -7,7 +7,7 @@ plane from scratch with the preset's iterations) and warm (the first plane cold,
 plane started from the previous one with ``--warm`` iterations). For every plane:
 PSNR against the sharp plane (up to a small shift, the blind-deblurring convention), kernel
 similarity to the true kernel, and wall time. The warm count that matches the cold quality is
-the default of :data:`napari_selfmsnet.stack.WARM_FRACTION`.
+the default of :data:`napari_selfmsnet.engine.stack_plan.WARM_FRACTION`.
 
 Usage::
 

@@ -26,6 +26,19 @@ def _devices() -> list[str]:
     return devices
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytest.mark.usefixtures``): tiny runs are
+    fastest so, and immune to other processes on the cores (CPU results depend on the thread
+    count, so reference values stay comparable)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=_devices())
 def device(request) -> str:
     """Each device torch can use here: the CPU, plus the first CUDA GPU where there is one."""

@@ -17,15 +17,8 @@ from napari_selfmsnet.evaluation.synth import make_case
 TINY = {"method": "self-msnet-s", "iterations": 12, "device": "cpu", "seed": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: tiny runs are fastest so, and immune to other processes on the cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny runs are fastest on one torch thread, and immune to other processes on the cores.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

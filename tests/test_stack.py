@@ -17,15 +17,8 @@ TINY = {"method": "self-msnet-s", "iterations": 3, "device": "cpu", "seed": 0}
 NONBLIND = "wiener"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: tiny runs are fastest so, and immune to other processes on the cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny runs are fastest on one torch thread, and immune to other processes on the cores.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sharp(rng: np.random.Generator, size: int = 40 + KSIZE - 1) -> np.ndarray:

@@ -163,8 +163,8 @@ class _SubmitRecorder:
 def test_every_task_is_retried_once(tmp_path):
     path = tmp_path / "s.tif"
     tifffile.imwrite(path, np.zeros((3, 40, 40), np.uint16), imagej=True, metadata={"axes": "ZYX"})
-    for mode, expected in (("shared", ["create_outputs", "estimate_kernel_task", *["deconvolve_plane_task"] * 3, "finish_stack_task"]),
-                           ("per-plane", ["create_outputs", *["deblur_plane_task"] * 3, "finish_stack_task"])):  # fmt: skip
+    for mode, expected in (("shared", ["create_outputs", "estimate_kernel_task", *["deconvolve_plane_task"] * 3, "write_outputs_task"]),
+                           ("per-plane", ["create_outputs", *["deblur_plane_task"] * 3, "write_outputs_task"])):  # fmt: skip
         job = FileJob(
             path,
             {"image": tmp_path / "i.tif", "kernel": tmp_path / "k.tif", "report": tmp_path / "r.json"},

@@ -67,7 +67,7 @@ def deblur_plane_task(job: FileJob, plan: Plan, index: int) -> dict[str, Any]:
     return {"plane": index, "run": BlindRun.of(index, result), "elapsed_s": time.perf_counter() - start}
 
 
-def finish_stack_task(
+def write_outputs_task(
     job: FileJob, plan: Plan, estimate: dict | None, parts: list[dict], start: float
 ) -> dict[str, Any]:
     """The last task of a stack file: the report, the kernel(s), the outputs moved into place."""
@@ -104,7 +104,7 @@ def submit_job(client: Any, job: FileJob, plan: Plan, resources: dict | None) ->
     else:
         estimate = None
         parts = [client.submit(deblur_plane_task, job, created, i, **opts) for i in range(plan.planes)]
-    return client.submit(finish_stack_task, job, created, estimate, parts, start, **opts)
+    return client.submit(write_outputs_task, job, created, estimate, parts, start, **opts)
 
 
 def run_dask(client: Any, jobs: list[FileJob], *, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:

@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -78,7 +77,7 @@ def run_demo(args: argparse.Namespace) -> int:
     report["scores"] = {"blurred": before, "deblurred": after}
     paths = io.write_result(args.output_dir, "demo", result.image, result.kernel, meta, report)
     comparison = Path(args.output_dir) / "demo_comparison.png"
-    iio.imwrite(comparison, side_by_side(blurred, result.image, result.kernel))
+    io.write_picture(comparison, side_by_side(blurred, result.image, result.kernel))
     print(f"deblurred in {result.elapsed_s:.1f} s on {result.device}")
     print(
         f"PSNR against the sharp original (affine intensity fit): blurred {before['psnr']:.2f} dB -> deblurred {after['psnr']:.2f} dB"

@@ -20,7 +20,7 @@ from .metadata import (
 from .ome_zarr import require_zarr
 from .planes import Planes
 from .read import read_image, read_image_with_metadata, read_metadata
-from .write import create_image, open_image, output_paths, write_image, write_json, write_result
+from .write import create_image, open_image, output_paths, write_image, write_json, write_picture, write_result
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -42,5 +42,6 @@ __all__ = [
     "stack_axes_of",
     "write_image",
     "write_json",
+    "write_picture",
     "write_result",
 ]

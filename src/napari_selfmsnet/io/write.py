@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 import tifffile
 
@@ -24,7 +25,7 @@ from .metadata import UNIT_IN_UM, ImageMetadata, kernel_metadata, output_metadat
 from .ome_zarr import create_ome_zarr, open_ome_zarr
 from .planes import Planes
 
-__all__ = ["create_image", "open_image", "output_paths", "write_image", "write_json", "write_result"]
+__all__ = ["create_image", "open_image", "output_paths", "write_image", "write_json", "write_picture", "write_result"]
 
 _IMAGEJ_ORDER = "TZCYXS"
 _OME_LETTERS = set("TZCYXSAPRHEQ")
@@ -206,3 +207,11 @@ def output_paths(output_dir: str | Path, stem: str, *, ome_zarr: bool = False) -
     output_dir = Path(output_dir)
     image = output_dir / (f"{stem}_deblurred.ome.zarr" if ome_zarr else f"{stem}_deblurred.tif")
     return {"image": image, "kernel": output_dir / f"{stem}_kernel.tif", "report": output_dir / f"{stem}.json"}
+
+
+def write_picture(path: str | Path, picture: np.ndarray) -> None:
+    """Write a uint8 picture for viewing, ``(H, W)`` or ``(H, W, 3)``, as PNG or JPEG (by suffix)."""
+    picture = np.asarray(picture)
+    if picture.dtype != np.uint8:
+        raise TypeError(f"a picture for viewing must be uint8, got {picture.dtype}; stretch it to 0-255 first")
+    iio.imwrite(path, picture)

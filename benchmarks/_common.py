@@ -23,7 +23,8 @@ import torch
 from napari_selfmsnet import PRESETS, SolverConfig, io
 from napari_selfmsnet.engine.config import resolve_config
 from napari_selfmsnet.engine.intensity import IntensityMap
-from napari_selfmsnet.engine.polish import nonblind_steps
+from napari_selfmsnet.engine.noise import estimate_noise
+from napari_selfmsnet.engine.polish import finish_steps
 from napari_selfmsnet.engine.steps import drain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +58,15 @@ def nonblind_like_deblur(
     under ``config`` (the polish with ``final="nonblind"``, then the sparse deconvolution).
 
     In ``deblur``'s normalised units (the sparse prior's weight depends on them), by
-    :func:`~napari_selfmsnet.engine.polish.nonblind_steps`; returns ``(kernel, deblurred
-    image in blurred's units)``.
+    :func:`~napari_selfmsnet.engine.polish.finish_steps` from ``kernel`` alone, with the noise
+    measured as ``deblur`` measures it; returns ``(kernel, deblurred image in blurred's units)``.
     """
     image = np.asarray(blurred, dtype=np.float32)
     intensity = IntensityMap.fit(image, config.headroom)
     unit = intensity.to_unit(image)
-    kernel, sharp = drain(nonblind_steps(unit, unit, kernel, config, device))
-    return kernel, intensity.to_input_units(sharp)
+    noise = estimate_noise(blurred, quantised=np.issubdtype(np.asarray(blurred).dtype, np.integer)).sigma
+    finish = drain(finish_steps(unit, unit, [kernel], config, device, noise_sigma=noise / intensity.scale))
+    return finish.kernel, intensity.to_input_units(finish.image)
 
 
 def cpu_model() -> str:

@@ -40,6 +40,8 @@ def _run(steps, stop_at=None):
 def test_stages_come_in_order_with_their_counts(blurred):
     result, records = _run(deblur_steps(blurred, 7, **TINY))
     stages = [r.stage for r in records]
+    # One scale (self-msnet-s), so one start to polish; its check on the whole frame is the
+    # frame's deconvolution.
     assert stages == ["blind"] + ["polish"] * 10 + ["deconvolve"] * 10
     assert [(r.step, r.total) for r in records if r.stage == "blind"] == [(10, 12)]
     assert [r.step for r in records if r.stage == "polish"] == list(range(1, 11))
@@ -48,16 +50,22 @@ def test_stages_come_in_order_with_their_counts(blurred):
     assert not result.cancelled and result.warm_start is not None
 
 
-def test_generator_output_has_the_blind_stage_only(blurred):
-    config = replace(PRESETS["quality"], width=8, scales=METHOD_SCALES["self-msnet-s"])
-    _, records = _run(deblur_steps(blurred, 7, preset=config, iterations=12, device="cpu"))
-    assert [r.stage for r in records] == ["blind"]
+def test_generator_output_is_only_checked_after_the_blind_stage(blurred):
+    config = replace(PRESETS["quality"], width=8, scales=METHOD_SCALES["self-msnet-s"], retries=0)
+    result, records = _run(deblur_steps(blurred, 7, preset=config, iterations=12, device="cpu"))
+    # No polish; the self-check deconvolves once to measure the misfit; the image is the network's.
+    assert [r.stage for r in records] == ["blind"] + ["deconvolve"] * 10
+    preview = records[0].image
+    assert result.image.shape == preview.shape and not np.array_equal(result.image, deconvolve(blurred, result.kernel))
+    assert set(result.params["self_check"]) >= {"residual", "residual_correlation", "border_mass", "passed"}
 
 
 def test_a_region_run_deconvolves_the_frame_after_the_blind_stage(blurred):
     config = replace(PRESETS["fast"], final="generator", scales=METHOD_SCALES["self-msnet-s"])
     _, records = _run(deblur_steps(blurred, 5, preset=config, iterations=12, device="cpu", region=(4, 4, 32, 36)))
-    assert [r.stage for r in records] == ["blind"] + ["deconvolve"] * 10
+    # The kernel's check on the region, then the frame, numbered as one stage.
+    assert [r.stage for r in records] == ["blind"] + ["deconvolve"] * 20
+    assert [r.step for r in records[1:]] == list(range(10, 201, 10))
     assert records[0].region == [4, 4, 32, 36] and records[-1].region is None
 
 

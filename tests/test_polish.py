@@ -6,11 +6,11 @@ import torch
 
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.engine.convolution import valid_convolve
-from napari_selfmsnet.engine.nonblind import deconvolve
-from napari_selfmsnet.engine.polish import nonblind_steps, polish_kernel, round_support_factor, round_weights
+from napari_selfmsnet.engine.nonblind import DEFAULT_WEIGHTS, deconvolve
+from napari_selfmsnet.engine.polish import finish_steps, polish_kernel, round_support_factor, round_weights
 from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
-from napari_selfmsnet.evaluation.synth import motion_kernel
+from napari_selfmsnet.evaluation.synth import blur_valid, motion_kernel, phantom
 
 
 def test_polish_sharpens_a_widened_kernel():
@@ -79,7 +79,7 @@ def test_polish_support_factor_defaults_to_the_finest_scale():
         replace(unset, polish_support_factor=0.0)
 
 
-def test_nonblind_stages_polish_only_with_final_nonblind_and_deconvolve_the_frame():
+def test_finish_polishes_only_with_final_nonblind_and_deconvolves_the_frame():
     rng = np.random.default_rng(3)
     frame = rng.random((40, 44)).astype(np.float32)
     window = frame[4:36, 6:38]
@@ -87,15 +87,35 @@ def test_nonblind_stages_polish_only_with_final_nonblind_and_deconvolve_the_fram
     cpu = torch.device("cpu")
     polish = replace(PRESETS["fast"], polish_rounds=2)
     records = []
-    out_kernel, sharp = drain(nonblind_steps(window, frame, kernel, polish, cpu), records.append)
-    np.testing.assert_array_equal(out_kernel, polish_kernel(window, kernel, polish, cpu))
-    np.testing.assert_array_equal(sharp, deconvolve(frame, out_kernel, method="sparse", device=cpu))
+    finish = drain(finish_steps(window, frame, [kernel], polish, cpu), records.append)
+    np.testing.assert_array_equal(finish.kernel, polish_kernel(window, kernel, polish, cpu))
+    # Noise-free data: the final weight is the noise-free one, the solver's default.
+    assert finish.weight == polish.deconvolution_weight == DEFAULT_WEIGHTS["sparse"]
+    np.testing.assert_array_equal(finish.image, deconvolve(frame, finish.kernel, method="sparse", device=cpu))
+    # Two polish rounds, the check of the polished kernel on the window, then the frame.
     assert [(r.stage, r.step, r.total) for r in records] == [("polish", 1, 2), ("polish", 2, 2)] + [
-        ("deconvolve", n, 100) for n in range(10, 101, 10)
+        ("deconvolve", n, 200) for n in range(10, 201, 10)
     ]
+    assert finish.start == 0 and finish.agreement is None and not finish.stopped
     # final="generator" (a region run of the paper's configuration): the kernel is used as it is.
-    kept, sharp = drain(nonblind_steps(window, frame, kernel, replace(polish, final="generator"), cpu))
-    assert kept is kernel and sharp.shape == frame.shape
+    kept = drain(finish_steps(window, frame, [kernel], replace(polish, final="generator"), cpu))
+    np.testing.assert_allclose(kept.kernel, kernel / kernel.sum(), rtol=1e-6)
+    assert kept.image.shape == frame.shape
+
+
+def test_finish_keeps_the_start_whose_misfit_is_most_like_noise():
+    rng = np.random.default_rng(5)
+    sharp = phantom((72, 72), rng)
+    true = motion_kernel(9, rng=4)
+    blurred = (blur_valid(sharp, true) + rng.normal(0, 0.01, (64, 64))).astype(np.float32)
+    wrong = np.zeros((9, 9), np.float32)
+    wrong[4, :] = 1 / 9  # a horizontal streak: not this blur
+    config = replace(PRESETS["fast"], polish_rounds=0)
+    finish = drain(finish_steps(blurred, blurred, [wrong, true.astype(np.float32)], config, torch.device("cpu"),
+                                noise_sigma=0.01))  # fmt: skip
+    assert finish.start == 1
+    assert finish.residual_correlation < 0.1
+    assert finish.agreement == pytest.approx(kernel_similarity(finish.kernel, wrong))
 
 
 def test_a_stopped_polish_keeps_its_kernel_and_the_frame_is_still_deconvolved():
@@ -108,12 +128,15 @@ def test_a_stopped_polish_keeps_its_kernel_and_the_frame_is_still_deconvolved():
 
     def stop_after_round_two(record):
         records.append(record)
-        return record.stage == "polish" and record.step == 2
+        return record.stage == "polish" and record.step == 2 and len(records) == 2
 
-    out_kernel, sharp = drain(nonblind_steps(frame, frame, kernel, config, cpu), stop_after_round_two)
+    finish = drain(finish_steps(frame, frame, [kernel, kernel], config, cpu), stop_after_round_two)
+    assert finish.stopped
+    # The second start is never polished; the first one's check still runs, and as the window is
+    # the frame, that check is the frame's deconvolution.
     assert [r.stage for r in records] == ["polish"] * 2 + ["deconvolve"] * 10
-    np.testing.assert_array_equal(out_kernel, records[1].kernel)  # the kernel of round 2
-    np.testing.assert_array_equal(sharp, deconvolve(frame, out_kernel, method="sparse", device=cpu))
+    np.testing.assert_array_equal(finish.kernel, records[1].kernel)  # the kernel of round 2
+    np.testing.assert_array_equal(finish.image, deconvolve(frame, finish.kernel, method="sparse", device=cpu))
 
 
 def test_polish_centres_a_flipped_view_of_a_kernel_without_touching_it():

@@ -36,7 +36,9 @@ class SolverConfig:
         support holding less than this share of the mass are dropped; ``edge_percentile``:
         only pixels above this percentile of a directional edge response take part, lowered by
         ``edge_decay`` every ``edge_decay_fraction`` of the run; ``mask_warmup``: iterations
-        before the edge mask is used.
+        before the edge mask is used; ``kernel_noise_weight``: the weight of the noise term of
+        every kernel step (the measured noise power of the data over the kernel's, see
+        :func:`.kernel_step.noise_term`; 0 ignores the noise).
     Output
         ``final``: ``"generator"`` returns the network's full-scale output (the paper: no
         non-blind step), registered with the input and with the kernel centred;
@@ -50,10 +52,22 @@ class SolverConfig:
         out of its local minimum; the last matches the final deconvolution);
         ``polish_support_factor``: the support-threshold factor of the polish rounds' kernel
         steps (``None``: the finest scale's); the polish solves from a sharp image, so it can
-        keep faint kernel trails that the generator stage must cut; ``headroom``: the
+        keep faint kernel trails that the generator stage must cut; ``polish_noise_floor``:
+        no polish round's weight falls below this many times the noise weight (below), since
+        a deconvolution that keeps the noise hands it to the kernel step, which then drifts
+        away from the blur; ``polish_noise_threshold``: the polish's kernel steps also cut
+        values below this many times the estimate's own noise level;
+        ``deconvolution_weight``: the sparse prior's weight of the final deconvolution on
+        noise-free data (it also absorbs the small misfit of any estimated kernel);
+        ``noise_weight_law``: ``(a, b)``: with the measured noise ``sigma`` (normalised units)
+        the final weight is ``max(deconvolution_weight, a * sigma ** b)``; ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
+    Self-check
+        ``seeds``: blind runs from consecutive seeds, always; ``retries``: further ones while the
+        self-check finds the kernel doubtful (:mod:`.selfcheck`). The run keeps the kernel,
+        of all runs and starts, whose misfit is most like noise.
     Speed (results do not depend on these beyond rounding, except ``kernel_every``)
         ``kernel_every``: run the kernel step every this many iterations and reuse the kernels
         in between (1: every iteration, as in the paper); ``amp``: mixed precision for the
@@ -87,11 +101,18 @@ class SolverConfig:
     edge_decay: float = 0.99
     edge_decay_fraction: float = 0.1
     mask_warmup: int = 1
+    kernel_noise_weight: float = 0.3
     headroom: float = 1.0
     final: Literal["generator", "nonblind"] = "generator"
     polish_rounds: int = 0
     polish_weights: tuple[float, float] = (4e-3, 2e-4)
     polish_support_factor: float | None = None
+    polish_noise_floor: float = 5.0
+    polish_noise_threshold: float = 3.0
+    deconvolution_weight: float = 2e-4
+    noise_weight_law: tuple[float, float] = (0.15, 1.34)
+    seeds: int = 1
+    retries: int = 1
     kernel_every: int = 1
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"
@@ -124,6 +145,17 @@ class SolverConfig:
             raise ValueError(f"polish_support_factor must be positive or None, got {self.polish_support_factor}")
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {self.retries!r}")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        for name in ("kernel_noise_weight", "polish_noise_floor", "polish_noise_threshold"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.deconvolution_weight > 0:
+            raise ValueError(f"deconvolution_weight must be positive, got {self.deconvolution_weight}")
+        if len(self.noise_weight_law) != 2 or not all(v >= 0 for v in self.noise_weight_law):
+            raise ValueError(f"noise_weight_law must be two numbers (a, b) >= 0, got {self.noise_weight_law}")
 
     def support_factor(self, index: int) -> float:
         """The support factor of scale ``index`` (counted coarse to fine)."""
@@ -144,6 +176,17 @@ class SolverConfig:
         """The percentile after the schedule's last decay step (``1 / edge_decay_fraction - 1``
         steps): the widest edge selection of a run, used by the polish rounds after it."""
         return self.edge_percentile * self.edge_decay ** max(0, round(1 / self.edge_decay_fraction) - 1)
+
+    def noise_weight(self, sigma: float) -> float:
+        """``a * sigma ** b`` of ``noise_weight_law``: the sparse prior's weight that the noise
+        ``sigma`` (normalised units) calls for, before the noise-free floor."""
+        a, b = self.noise_weight_law
+        return float(a * max(float(sigma), 0.0) ** b)
+
+    def deconvolution_weight_for(self, sigma: float) -> float:
+        """The final deconvolution's weight at the noise ``sigma``: ``max(deconvolution_weight,
+        noise_weight(sigma))``."""
+        return max(self.deconvolution_weight, self.noise_weight(sigma))
 
     def to_dict(self) -> dict:
         return asdict(self)

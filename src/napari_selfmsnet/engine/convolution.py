@@ -26,6 +26,7 @@ __all__ = [
     "center_kernel",
     "register_to_observation",
     "downsample",
+    "resample_kernel",
 ]
 
 
@@ -114,6 +115,32 @@ def register_to_observation(padded: torch.Tensor, kernel: torch.Tensor) -> tuple
     top, left = kh // 2 - dy, kw // 2 - dx
     image = padded[..., top : top + h - kh + 1, left : left + w - kw + 1]
     return image, _moved_to_centre(kernel, (dy, dx))
+
+
+def resample_kernel(kernel: torch.Tensor, shape: tuple[int, int], factor: float) -> torch.Tensor:
+    """A coarser scale's kernel drawn on a ``factor`` times finer pixel grid of ``shape``.
+
+    The centres stay on each other (``(kh // 2, kw // 2)`` of both), values are sampled
+    bilinearly, and the result is non-negative and sums to 1 (the delta kernel of ``shape``
+    if nothing of ``kernel`` lands on it). Used to start the full-scale polish from a coarser
+    scale of the pyramid, whose kernel the noise disturbs less.
+    """
+    kh, kw = kernel.shape
+    th, tw = shape
+    rows = (torch.arange(th, dtype=kernel.dtype, device=kernel.device) - th // 2) / factor + kh // 2
+    cols = (torch.arange(tw, dtype=kernel.dtype, device=kernel.device) - tw // 2) / factor + kw // 2
+    # grid_sample's coordinates run from -1 to 1 over the input's pixel centres (align_corners).
+    gy = 2 * rows / max(kh - 1, 1) - 1
+    gx = 2 * cols / max(kw - 1, 1) - 1
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
+    out = F.grid_sample(kernel[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0]
+    out = out.clamp_min(0)
+    total = out.sum()
+    if not bool(total > 0):
+        out = torch.zeros_like(out)
+        out[th // 2, tw // 2] = 1
+        return out
+    return out / total
 
 
 def downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

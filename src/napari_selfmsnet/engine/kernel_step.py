@@ -35,6 +35,8 @@ __all__ = [
     "estimate_kernel",
     "to_gray",
     "delta_kernel",
+    "noise_term",
+    "gray_noise_factor",
 ]
 
 _SOBEL = torch.tensor(
@@ -56,6 +58,12 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
         return x
     weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * weights).sum(dim=1, keepdim=True)
+
+
+def gray_noise_factor(channels: int) -> float:
+    """How much of a channel's noise (standard deviation) :func:`to_gray` keeps, for noise
+    independent between channels: 1 for grey, the norm of the luminance weights for RGB."""
+    return 1.0 if channels == 1 else float(sum(w * w for w in _LUMA) ** 0.5)
 
 
 def delta_kernel(shape: tuple[int, int], *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -128,6 +136,7 @@ def solve_kernel(
     lam: float,
     gamma: float,
     mask: torch.Tensor | None = None,
+    noise_lambda: float = 0.0,
 ) -> torch.Tensor:
     """Least-squares kernel from gradients, with Tikhonov and centring terms (before clean-up).
 
@@ -143,6 +152,11 @@ def solve_kernel(
         Centring weight, relative to the same energy; 0 disables the centring terms.
     mask : Tensor, shape (H, W), optional
         Edge-selection mask applied to the gradients of ``x``.
+    noise_lambda : float
+        An absolute Tikhonov weight added to ``lam``'s: the noise power of ``y``'s gradients
+        over the kernel's expected power (see :func:`noise_term`). Without it, the
+        frequencies where ``x`` carries little energy are filled by ``y``'s noise, which the
+        clean-up then keeps as a scatter of specks.
 
     Returns
     -------
@@ -158,7 +172,7 @@ def solve_kernel(
     energy = fxx.real**2 + fxx.imag**2 + fxy.real**2 + fxy.imag**2
     # Parseval: the mean of |F g|^2 over frequencies is the spatial gradient energy.
     scale = (gxx.square().sum() + gxy.square().sum()).clamp_min(1e-12)
-    denominator = energy + lam * scale
+    denominator = energy + lam * scale + noise_lambda
     size = x.shape[-2:]
     z = _crop_centered(torch.fft.irfft2(numerator / denominator, s=size), shape)
     if gamma <= 0:
@@ -218,10 +232,33 @@ def _normalised_or_delta(k: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, k / torch.where(valid, total, torch.ones_like(total)), delta)
 
 
-def clean_kernel(k: torch.Tensor, *, support_factor: float, prune_fraction: float) -> torch.Tensor:
-    """Non-negative, thresholded, dilated, pruned and normalised kernel (same shape)."""
+def _estimate_noise_level(k: torch.Tensor) -> torch.Tensor:
+    """The noise of a raw kernel estimate, read from its negative values.
+
+    A blur kernel is non-negative, so the negative values of a least-squares estimate are its
+    noise; their root mean square measures it without knowing where the true support lies.
+    """
+    negative = k.clamp_max(0)
+    count = (k < 0).sum().clamp_min(1)
+    return torch.sqrt(negative.square().sum() / count)
+
+
+def clean_kernel(
+    k: torch.Tensor, *, support_factor: float, prune_fraction: float, noise_threshold: float = 0.0
+) -> torch.Tensor:
+    """Non-negative, thresholded, dilated, pruned and normalised kernel (same shape).
+
+    The support keeps the values above the first large gap of the sorted values
+    (``support_factor``) and, with ``noise_threshold > 0``, above that many times the
+    estimate's own noise level (:func:`_estimate_noise_level`): on noisy data the sorted
+    values have no gap, and the gap rule alone keeps the noise.
+    """
+    noise = _estimate_noise_level(k) if noise_threshold > 0 else None
     k = k.clamp_min(0)
-    support = _dilate((k >= _support_threshold(k, support_factor)).to(k.dtype))
+    threshold = _support_threshold(k, support_factor)
+    if noise is not None:
+        threshold = torch.maximum(threshold, noise_threshold * noise)
+    support = _dilate((k >= threshold).to(k.dtype))
     k = _normalised_or_delta(k * support)
     if prune_fraction > 0:
         # Connected components of a kernel-sized mask: the one host round-trip of the step.
@@ -245,14 +282,35 @@ def estimate_kernel(
     support_factor: float,
     prune_fraction: float,
     edge_percentile: float | None,
+    noise_sigma: float = 0.0,
+    noise_weight: float = 0.0,
+    noise_threshold: float = 0.0,
 ) -> torch.Tensor:
     """The whole kernel step for one scale.
 
     Shape: ``x`` and ``y`` ``(1, C, H, W)`` (made grey here); output ``(kh, kw)``, sums to 1.
-    ``edge_percentile=None`` uses every pixel (no edge selection).
+    ``edge_percentile=None`` uses every pixel (no edge selection). ``noise_sigma`` is the
+    noise of ``y`` (standard deviation, in ``y``'s units); with ``noise_weight`` it sets the
+    noise term of the solve (:func:`noise_term`), and ``noise_threshold`` the clean-up's
+    noise threshold (:func:`clean_kernel`).
     """
     xg = to_gray(x.detach())
     yg = to_gray(y)
     mask = None if edge_percentile is None else edge_mask(xg, edge_percentile)[0, 0]
-    z = solve_kernel(xg[0, 0], yg[0, 0], shape, lam=lam, gamma=gamma, mask=mask)
-    return clean_kernel(z, support_factor=support_factor, prune_fraction=prune_fraction)
+    extra = noise_term(tuple(yg.shape[-2:]), noise_sigma, noise_weight)
+    z = solve_kernel(xg[0, 0], yg[0, 0], shape, lam=lam, gamma=gamma, mask=mask, noise_lambda=extra)
+    return clean_kernel(
+        z, support_factor=support_factor, prune_fraction=prune_fraction, noise_threshold=noise_threshold
+    )
+
+
+def noise_term(image_shape: tuple[int, int], noise_sigma: float, weight: float) -> float:
+    """The kernel solve's noise term for an ``image_shape`` observation with noise ``noise_sigma``.
+
+    In the Fourier domain of :func:`solve_kernel` the noise of ``y``'s two gradients has the
+    power ``2 sigma^2`` per pixel, ``2 sigma^2 H W`` per frequency; a Wiener solve divides by
+    that over the kernel's own power. ``weight`` stands in for the inverse of the kernel's
+    power and the share of the gradients the edge mask keeps.
+    """
+    h, w = image_shape
+    return float(weight) * 2.0 * float(noise_sigma) ** 2 * h * w

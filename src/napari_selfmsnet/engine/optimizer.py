@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -73,7 +73,8 @@ class OptimizerState:
     Shape: ``image`` ``(1, C, H, W)`` in the normalised units of the observation, the part
     of the generator's padded output that lies under the observation; ``kernel`` ``(kh, kw)``,
     centred (both by :func:`.convolution.register_to_observation`); ``history`` one loss per
-    iteration run so far.
+    iteration run so far; ``scale_kernels`` the kernel of every scale of the pyramid at the
+    same iteration, coarse to fine, as the kernel step left them (not centred).
     ``finished`` and ``warm_start`` are set on the state of a run that ran to its end only.
     """
 
@@ -84,6 +85,7 @@ class OptimizerState:
     kernel: torch.Tensor
     history: list[float]
     recoveries: int = 0
+    scale_kernels: list[torch.Tensor] = field(default_factory=list)
     finished: bool = False
     warm_start: WarmStart | None = None
 
@@ -167,6 +169,7 @@ def optimize(
     seed: int = 0,
     warm_start: WarmStart | None = None,
     progress_every: int = 10,
+    noise_sigma: float = 0.0,
 ) -> Generator[OptimizerState, Any, OptimizerState]:
     """Fit Self-MSNet to one observation, alternating with the closed-form kernel step.
 
@@ -188,6 +191,10 @@ def optimize(
         the previous run's Adam state at the step size a run from scratch ends with.
     progress_every : int
         Iterations between the states yielded.
+    noise_sigma : float
+        The noise of ``observation`` (standard deviation, in its normalised units; see
+        :mod:`.noise`). Each scale's kernel step weighs its data against it: the pyramid's
+        area averaging divides it by the linear size ratio of each scale.
 
     Yields
     ------
@@ -220,6 +227,7 @@ def optimize(
     padded = [g.padded for g in geometry]
     canvas = canvas_size(padded, config.scales, _DEPTH)
     targets = [downsample(observation, g.image) for g in geometry]
+    scale_noise = [noise_sigma * math.sqrt(g.image[0] * g.image[1] / (h * w)) for g in geometry]
     fresh = warm_start is None
     memory_format = memory_format_for(config, device)
     autocast_dtype = autocast_dtype_for(config, device)
@@ -251,6 +259,7 @@ def optimize(
     # (padded full-scale output, full-scale kernel); cropped and centred only when handed out.
     last_good = (torch.full((1, channels, *padded[-1]), 0.5, device=device), kernels[-1])
     latest = last_good
+    good_kernels = latest_kernels = list(kernels)
 
     benchmark_before = torch.backends.cudnn.benchmark
     if device.type == "cuda":
@@ -289,6 +298,8 @@ def optimize(
                         support_factor=config.support_factor(index),
                         prune_fraction=config.prune_fraction,
                         edge_percentile=percentile,
+                        noise_sigma=scale_noise[index],
+                        noise_weight=config.kernel_noise_weight,
                     )
                     k = torch.where(torch.isfinite(estimate).all(), estimate, k)
                 new_kernels.append(k)
@@ -304,6 +315,7 @@ def optimize(
             kernels = new_kernels
             pending.append(loss.detach())
             latest = (outputs[-1].detach(), kernels[-1])
+            latest_kernels = kernels
             iteration += 1
 
             if iteration % progress_every and iteration < config.iterations:
@@ -323,13 +335,14 @@ def optimize(
                 lr_scale *= 0.5
                 continue
             history.extend(values)
-            last_good = latest
+            last_good, good_kernels = latest, latest_kernels
             if iteration % _CHECKPOINT_EVERY < progress_every:
                 checkpoint = _Checkpoint.take(net, optimizer, kernels, iteration)
             if iteration < config.iterations:
                 state = OptimizerState(
-                    iteration, config.iterations, history[-1], *register_to_observation(*last_good), history, recoveries
-                )
+                    iteration, config.iterations, history[-1], *register_to_observation(*last_good), history, recoveries,
+                    scale_kernels=list(good_kernels),
+                )  # fmt: skip
                 if (yield state):
                     return state
 
@@ -351,6 +364,7 @@ def optimize(
             *register_to_observation(*last_good),
             history,
             recoveries,
+            scale_kernels=list(good_kernels),
             finished=True,
             warm_start=warm,
         )

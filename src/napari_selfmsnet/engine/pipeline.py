@@ -31,10 +31,21 @@ from .config import SolverConfig, method_of, resolve_config
 from .devices import device_name, release_memory, resolve_device
 from .inputs import check_image, check_kernel_size, from_channels_first, to_channels_first
 from .intensity import IntensityMap
+from .convolution import resample_kernel
+from .kernel_step import gray_noise_factor
+from .noise import NoiseModel, estimate_noise
 from .optimizer import OptimizerState, optimize
-from .polish import nonblind_steps
+from .polish import Finish, finish_steps
 from .records import DeblurResult, Progress
 from .regions import Region, resolve_region
+from .selfcheck import (
+    MAX_RESIDUAL_CORRELATION,
+    MIN_AGREEMENT,
+    SelfCheck,
+    border_mass,
+    kernel_similarity,
+    structure_above_noise,
+)
 from .steps import drain, relay
 
 __all__ = ["deblur", "deblur_steps"]
@@ -168,6 +179,7 @@ def deblur_steps(
     window = resolve_region(region, array, kernel_shape)
     run_device = resolve_device(device)
     intensity = IntensityMap.fit(array, config.headroom)
+    noise_model = estimate_noise(array, quantised=np.issubdtype(array.dtype, np.integer))
     params = {
         "method": method_of(config),
         "kernel_size": list(kernel_shape),
@@ -183,8 +195,8 @@ def deblur_steps(
         "torch": torch.__version__,
     }
     return _run(
-        intensity.to_unit(array), kernel_shape, config, window, intensity, run_device, int(seed), warm_start,
-        int(progress_every), params,
+        intensity.to_unit(array), kernel_shape, config, window, intensity, noise_model, run_device, int(seed),
+        warm_start, int(progress_every), params,
     )  # fmt: skip
 
 
@@ -194,6 +206,7 @@ def _run(
     config: SolverConfig,
     window: Region,
     intensity: IntensityMap,
+    noise_model: NoiseModel,
     device: torch.device,
     seed: int,
     warm_start: DeblurResult | None,
@@ -227,29 +240,55 @@ def _run(
         # The polish works on the window, the deconvolution on the whole frame.
         return replace(record, elapsed_s=time.perf_counter() - start, region=region if record.stage == "polish" else None)
 
+    noise = noise_model.sigma / intensity.scale
+    kernel_noise = noise * gray_noise_factor(observation.shape[1])
+    attempts: list[tuple[OptimizerState, Finish]] = []
+    cancelled = False
     try:
-        blind = optimize(
-            observation,
-            kernel_shape,
-            config,
-            seed=seed,
-            warm_start=None if warm_start is None else warm_start.warm_start,
-            progress_every=progress_every,
-        )
-        state, cancelled = yield from relay(blind, blind_record)
-        kernel = state.kernel.detach().cpu().numpy().astype(np.float32)
-        kernel /= kernel.sum()
-        if config.final == "nonblind" or not whole_frame:
-            # The generator only ever saw the window; the frame is deblurred with the kernel.
-            (kernel, sharp), stopped = yield from relay(nonblind_steps(unit_window, unit, kernel, config, device), timed)
+        for attempt in range(config.seeds + config.retries):
+            blind = optimize(
+                observation,
+                kernel_shape,
+                config,
+                seed=seed + attempt,
+                warm_start=None if warm_start is None or attempt else warm_start.warm_start,
+                progress_every=progress_every,
+                noise_sigma=kernel_noise,
+            )
+            state, stopped = yield from relay(blind, blind_record)
             cancelled = cancelled or stopped
-            image_out = intensity.to_input_units(sharp)
-        else:
+            finish = yield from _finish(unit_window, unit, state, config, device, noise, kernel_noise, timed)
+            cancelled = cancelled or finish.stopped
+            attempts.append((state, finish))
+            best = min(f.residual_correlation for _, f in attempts)
+            if cancelled or (len(attempts) >= config.seeds and not _retry_called_for(finish, best)):
+                break
+        # Every attempt's kernel was checked the same way: keep the one whose misfit is most like noise.
+        state, finish = min(attempts, key=lambda pair: pair[1].residual_correlation)
+        if config.final == "generator" and whole_frame:
             image_out = to_output(state.image)
+        else:
+            image_out = intensity.to_input_units(finish.image)
+        kernel = finish.kernel
     finally:
         del observation
         release_memory(device)
     elapsed = time.perf_counter() - start
+    check = SelfCheck.judge(
+        structure=structure_above_noise(unit_window, noise),
+        residual=finish.residual,
+        residual_correlation=finish.residual_correlation,
+        border_mass=border_mass(kernel),
+        agreement=_agreement(finish, [f for _, f in attempts if f is not finish]),
+        kernel_shape=kernel_shape,
+    )
+    params.update(
+        noise={**noise_model.to_dict(), "sigma_normalised": noise},
+        deconvolution_weight=finish.weight,
+        self_check=check.to_dict(),
+        attempts=len(attempts),
+        seed_used=seed + attempts.index((state, finish)),
+    )
 
     return DeblurResult(
         image=image_out,
@@ -262,4 +301,43 @@ def _run(
         iterations_run=state.iteration,
         extras={"recoveries": state.recoveries},
         warm_start=None if cancelled else state.warm_start,
+        warnings=list(check.warnings),
     )
+
+
+def _finish(
+    window: np.ndarray,
+    frame: np.ndarray,
+    state: OptimizerState,
+    config: SolverConfig,
+    device: torch.device,
+    noise: float,
+    kernel_noise: float,
+    timed: Callable[[Progress], Progress],
+) -> Generator[Progress, Any, Finish]:
+    """The stages after one blind run: its kernel, and with more than one scale (and
+    ``final="nonblind"``) the next coarser scale's kernel resampled, polished and checked."""
+    kernel = state.kernel.detach().cpu().float()
+    starts = [(kernel / kernel.sum()).numpy()]
+    if config.final == "nonblind" and len(state.scale_kernels) > 1:
+        coarse = state.scale_kernels[-2].detach().cpu().float()
+        factor = config.scales[-1] / config.scales[-2]
+        starts.append(resample_kernel(coarse, tuple(kernel.shape), factor).numpy())
+    steps = finish_steps(window, frame, starts, config, device, noise_sigma=noise, kernel_noise_sigma=kernel_noise)
+    finish, _ = yield from relay(steps, timed)
+    return finish
+
+
+def _retry_called_for(finish: Finish, best_correlation: float) -> bool:
+    """Whether a blind run from another seed might do better than the runs so far (the last
+    one's kernels disagree, or no run's misfit is like noise)."""
+    return best_correlation > MAX_RESIDUAL_CORRELATION or (
+        finish.agreement is not None and finish.agreement < MIN_AGREEMENT
+    )
+
+
+def _agreement(chosen: Finish, others: list[Finish]) -> float | None:
+    """How alike the kept kernel is to the most alike one found from another start or seed."""
+    values = [chosen.agreement] if chosen.agreement is not None else []
+    values += [kernel_similarity(chosen.kernel, other.kernel) for other in others]
+    return max(values) if values else None

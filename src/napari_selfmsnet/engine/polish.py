@@ -15,6 +15,7 @@ by the sparse solver: :func:`nonblind_steps`.
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,12 @@ from .config import SolverConfig
 from .convolution import center_kernel
 from .inputs import to_channels_first
 from .kernel_step import estimate_kernel
-from .nonblind import deconvolve, deconvolve_steps
+from .nonblind import DEFAULT_ITERATIONS, deconvolve, deconvolve_steps
 from .records import Progress
-from .steps import drain
+from .selfcheck import kernel_similarity, residual_statistics
+from .steps import drain, relay
 
-__all__ = ["nonblind_steps", "polish_kernel", "polish_steps", "round_support_factor", "round_weights"]
+__all__ = ["Finish", "finish_steps", "polish_kernel", "polish_steps", "round_support_factor", "round_weights"]
 
 
 def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -51,7 +53,15 @@ def round_support_factor(config: SolverConfig) -> float:
 
 
 def polish_steps(
-    observation: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
+    observation: np.ndarray,
+    kernel: np.ndarray,
+    config: SolverConfig,
+    device: torch.device,
+    *,
+    noise_sigma: float = 0.0,
+    kernel_noise_sigma: float | None = None,
+    first_step: int = 0,
+    total: int | None = None,
 ) -> Generator[Progress, Any, np.ndarray]:
     """``config.polish_rounds`` rounds of (sparse deconvolution with the weights of
     :func:`round_weights`, kernel step) on ``observation``: a stage generator (:mod:`.steps`).
@@ -61,13 +71,22 @@ def polish_steps(
     the kernel so far); returns the polished kernel, centred by
     :func:`.convolution.center_kernel`, summing to 1 (with ``polish_rounds=0`` just the
     centred input kernel). A true value sent at a record ends the polish with that kernel.
+
+    ``noise_sigma`` is the observation's noise (normalised units): no round's weight falls
+    below ``config.polish_noise_floor`` times the weight it calls for, and the kernel steps
+    weigh the data against the noise of the grey image they solve on, ``kernel_noise_sigma``
+    (``noise_sigma`` when None). ``first_step`` and ``total`` number the records when the
+    polish runs from several starts, one after the other.
     """
     y = _as_batch(observation, device)
     percentile = config.final_edge_percentile
     kernel = center_kernel(torch.from_numpy(np.ascontiguousarray(kernel))).numpy()
     weights = round_weights(config)
-    for done, weight in enumerate(weights, start=1):
-        sharp = deconvolve(observation, kernel, method="sparse", weight=weight, device=device)
+    floor = config.polish_noise_floor * config.noise_weight(noise_sigma)
+    kernel_sigma = noise_sigma if kernel_noise_sigma is None else kernel_noise_sigma
+    total = len(weights) if total is None else total
+    for done, weight in enumerate(weights, start=first_step + 1):
+        sharp = deconvolve(observation, kernel, method="sparse", weight=max(weight, floor), device=device)
         k = estimate_kernel(
             _as_batch(sharp, device),
             y,
@@ -77,36 +96,151 @@ def polish_steps(
             support_factor=round_support_factor(config),
             prune_fraction=config.prune_fraction,
             edge_percentile=percentile,
+            noise_sigma=kernel_sigma,
+            noise_weight=config.kernel_noise_weight,
+            # Without a measured noise, the estimate's negative values are the solve's own
+            # ringing, not noise: no noise threshold then.
+            noise_threshold=config.polish_noise_threshold if kernel_sigma > 0 else 0.0,
         )
         if not torch.isfinite(k).all():
             break
         kernel = center_kernel(k.cpu().float()).numpy()
         preview = (kernel / kernel.sum()).astype(np.float32)
-        if (yield Progress(stage="polish", step=done, total=len(weights), kernel=preview)):
+        if (yield Progress(stage="polish", step=done, total=total, kernel=preview)):
             break
     return (kernel / kernel.sum()).astype(np.float32)
 
 
 def polish_kernel(
-    observation: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
+    observation: np.ndarray,
+    kernel: np.ndarray,
+    config: SolverConfig,
+    device: torch.device,
+    *,
+    noise_sigma: float = 0.0,
 ) -> np.ndarray:
     """The polished kernel of :func:`polish_steps`, without progress."""
-    return drain(polish_steps(observation, kernel, config, device))
+    return drain(polish_steps(observation, kernel, config, device, noise_sigma=noise_sigma))
 
 
-def nonblind_steps(
-    window: np.ndarray, frame: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
-) -> Generator[Progress, Any, tuple[np.ndarray, np.ndarray]]:
-    """What a run does after the blind stage: the polish of ``kernel`` on ``window`` (with
-    ``final="nonblind"``), then the whole ``frame`` deconvolved with it by the sparse solver.
+@dataclass(frozen=True)
+class Finish:
+    """What the stages after the blind one hand back (see :func:`finish_steps`).
 
-    A stage generator (:mod:`.steps`) that yields the records of :func:`polish_steps` and
-    :func:`~.nonblind.deconvolve_steps`. ``window`` and ``frame`` are in normalised units
-    (``window`` is the part of ``frame`` the blind fit saw, or all of it). Returns
-    ``(kernel, deblurred frame)``, both float32. A stop request ends the stage it reaches; a
-    stopped polish is still followed by the deconvolution, so the frame is always deblurred.
+    ``kernel`` and ``image`` (the frame deconvolved with it, normalised units) as chosen;
+    ``start``: which of the starts it was polished from; ``residual`` and
+    ``residual_correlation``: its misfit on the window (:func:`.selfcheck.residual_statistics`);
+    ``agreement``: its similarity to the most alike kernel polished from another start (None
+    with one start); ``weight``: the sparse prior's weight of the final deconvolution;
+    ``stopped``: a stop request ended one of the stages early.
     """
-    if config.final == "nonblind":
-        kernel = yield from polish_steps(window, kernel, config, device)
-    image = yield from deconvolve_steps(frame, kernel, method="sparse", device=device)
-    return kernel, image
+
+    kernel: np.ndarray
+    image: np.ndarray
+    start: int
+    residual: float
+    residual_correlation: float
+    agreement: float | None
+    weight: float
+    stopped: bool
+
+
+def _relative(noise_sigma: float, image: np.ndarray) -> float:
+    # The non-blind solver works on its input mapped to [0, 1], so its weights follow the noise
+    # in those units; a window of the frame has a smaller range than the frame.
+    span = float(np.ptp(image))
+    return noise_sigma / span if span > 0 else noise_sigma
+
+
+def finish_steps(
+    window: np.ndarray,
+    frame: np.ndarray,
+    starts: list[np.ndarray],
+    config: SolverConfig,
+    device: torch.device,
+    *,
+    noise_sigma: float = 0.0,
+    kernel_noise_sigma: float | None = None,
+) -> Generator[Progress, Any, Finish]:
+    """The stages after the blind one: polish every start, keep the best, deconvolve the frame.
+
+    A stage generator (:mod:`.steps`) with two stages. ``"polish"``: with
+    ``final="nonblind"`` each kernel of ``starts`` (the blind stage's full-scale kernel and a
+    coarser scale's, resampled) is polished on ``window`` (:func:`polish_steps`), one after the
+    other. ``"deconvolve"``: each polished kernel (each start as it is, with
+    ``final="generator"``) deconvolves the window, and the one whose misfit is most like noise
+    (the lowest neighbour correlation of the residual, :mod:`.selfcheck`) is kept: on noisy
+    data the polish can drift from a good start, and which start ends best differs from image
+    to image. The whole ``frame`` is then deconvolved with it (unless the window is the frame,
+    whose deconvolution that already was), at the weight the noise calls for
+    (:meth:`SolverConfig.deconvolution_weight_for`).
+
+    ``window`` and ``frame`` are in normalised units (``window`` is the part of ``frame`` the
+    blind fit saw, or all of it); ``noise_sigma`` is their noise in the same units and
+    ``kernel_noise_sigma`` that of their grey image (the kernel step's; ``noise_sigma`` when
+    None). A stop request ends the stage it reaches: the starts not yet polished are dropped,
+    the kernels not yet checked too (the first one is always checked), and the frame is always
+    deconvolved.
+    """
+    rounds = config.polish_rounds if config.final == "nonblind" else 0
+    stopped = False
+    polished = []
+    for index, start in enumerate(starts):
+        kernel = center_kernel(torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32))).numpy()
+        if rounds:
+            polish = polish_steps(
+                window, kernel, config, device, noise_sigma=_relative(noise_sigma, window),
+                kernel_noise_sigma=noise_sigma if kernel_noise_sigma is None else kernel_noise_sigma,
+                first_step=index * rounds, total=rounds * len(starts),
+            )  # fmt: skip
+            kernel, halted = yield from relay(polish, _same)
+            stopped = stopped or halted
+        polished.append((kernel / kernel.sum()).astype(np.float32))
+        if stopped:
+            break
+
+    iterations = DEFAULT_ITERATIONS["sparse"]
+    whole = window.shape == frame.shape
+    total = iterations * (len(polished) + (0 if whole else 1))
+    window_weight = config.deconvolution_weight_for(_relative(noise_sigma, window))
+    candidates = []
+    for index, kernel in enumerate(polished):
+        check = deconvolve_steps(window, kernel, method="sparse", weight=window_weight, device=device)
+        latent, halted = yield from relay(check, _offset(index * iterations, total - iterations * (index + 1)))
+        if candidates and halted:
+            break  # a partial solve says nothing of its kernel; the ones checked before stand
+        residual, correlation = residual_statistics(window, latent, kernel, noise_sigma)
+        candidates.append((correlation, residual, kernel, latent))
+        stopped = stopped or halted
+        if stopped:
+            break
+    best = min(range(len(candidates)), key=lambda i: candidates[i][0])
+    correlation, residual, kernel, latent = candidates[best]
+    others = [kernel_similarity(kernel, c[2]) for i, c in enumerate(candidates) if i != best]
+    weight = config.deconvolution_weight_for(_relative(noise_sigma, frame))
+    if whole:
+        # The window is the frame: its check is the frame's deconvolution (stopped, if a stop
+        # came during it: the solver's iterate then is the image).
+        image = latent
+    else:
+        solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
+        image, halted = yield from relay(solve, _offset(total - iterations))
+        stopped = stopped or halted
+    return Finish(
+        kernel=kernel, image=image, start=best, residual=residual, residual_correlation=correlation,
+        agreement=max(others) if others else None, weight=weight, stopped=stopped,
+    )  # fmt: skip
+
+
+def _same(record: Progress) -> Progress:
+    return record
+
+
+def _offset(before: int, after: int = 0):
+    """Records of one of several solves, numbered over all of them: ``before`` iterations of
+    the solves before it, ``after`` of those after it (a tiled solve counts its own total)."""
+
+    def convert(record: Progress) -> Progress:
+        return replace(record, step=before + record.step, total=before + record.total + after)
+
+    return convert

@@ -89,6 +89,10 @@ class DeblurResult:
     warm_start : WarmStart or None
         The finished run's network, noise inputs and kernels, for ``deblur(...,
         warm_start=result)`` on a similar image (None for a cancelled run).
+    warnings : list of str
+        What the run's self-check found doubtful (empty when it trusts the result): each
+        says what it measured and what to try. The measures are in ``params["self_check"]``,
+        the noise the run measured in ``params["noise"]``.
     """
 
     image: np.ndarray
@@ -101,6 +105,7 @@ class DeblurResult:
     iterations_run: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
     warm_start: WarmStart | None = field(default=None, repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def final_loss(self) -> float:

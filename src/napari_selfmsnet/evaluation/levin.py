@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.signal import fftconvolve
 
+from ..engine.convolution import valid_convolve
 from ..io import read_image
 from .metrics import align_up_to_shift, as_float_image
 
-__all__ = ["LevinCase", "orient_kernel", "load_levin_case", "list_levin_cases"]
+__all__ = ["LevinCase", "orient_kernel", "load_levin_case", "list_levin_cases", "synthetic_blur"]
 
 _CASE_NAME = re.compile(r"^im(\d+)_kernel(\d+)_img\.png$")
 
@@ -116,3 +118,27 @@ def list_levin_cases(root: str | Path, pattern: str = "im*_kernel*") -> list[tup
         if match:
             found.append((int(match.group(1)), int(match.group(2))))
     return sorted(found)
+
+
+def synthetic_blur(case: LevinCase, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Lai et al.'s synthetic protocol on one of Levin's sharp images and true kernels.
+
+    The sharp image blurred by the true kernel with a *valid* convolution (no boundary
+    condition leaks in), Gaussian noise of standard deviation ``noise`` (a share of the
+    [0, 1] range: 0.01 is 1%) added, and stored in 8 bits, as a camera would.
+
+    Returns
+    -------
+    blurred : ndarray of uint8, shape (H - kh + 1, W - kw + 1)
+    sharp : ndarray of float64 in [0, 1], the same shape
+        The part of the sharp image under the blurred one (the ground truth to score against).
+    """
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0 (a share of the intensity range), got {noise}")
+    kh, kw = case.kernel.shape
+    clean = valid_convolve(torch.from_numpy(case.sharp)[None, None], torch.from_numpy(case.kernel))[0, 0].numpy()
+    rng = np.random.default_rng(seed)
+    noisy = clean + rng.normal(0.0, noise, clean.shape) if noise > 0 else clean
+    blurred = np.clip(np.rint(noisy * 255), 0, 255).astype(np.uint8)
+    sharp = case.sharp[kh // 2 : kh // 2 + clean.shape[0], kw // 2 : kw // 2 + clean.shape[1]]
+    return blurred, sharp

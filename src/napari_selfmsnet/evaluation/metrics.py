@@ -17,6 +17,9 @@ import numpy as np
 from scipy.signal import fftconvolve
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+# The engine measures kernels against each other with the same similarity (its self-check).
+from ..engine.selfcheck import kernel_similarity
+
 __all__ = [
     "Alignment",
     "psnr",
@@ -202,22 +205,6 @@ def align_up_to_shift(
     if squeeze:
         aligned, target = aligned[..., 0], target[..., 0]
     return Alignment(aligned, target, (sy, sx), exact)
-
-
-def kernel_similarity(estimate: np.ndarray, true: np.ndarray) -> float:
-    """Maximum normalised cross-correlation of two kernels over all shifts, in ``[0, 1]``.
-
-    The kernels may differ in size; 1 means equal up to a shift (and a positive scale).
-    """
-    estimate = np.asarray(estimate, dtype=np.float64)
-    true = np.asarray(true, dtype=np.float64)
-    for name, k in (("estimate", estimate), ("true", true)):
-        if k.ndim != 2:
-            raise ValueError(f"{name} kernel must be 2-D (kh, kw), got shape {k.shape}")
-        if not np.any(k):
-            raise ValueError(f"{name} kernel is all zeros")
-    corr = fftconvolve(estimate, true[::-1, ::-1], mode="full")
-    return float(np.max(corr) / (np.linalg.norm(estimate) * np.linalg.norm(true)))
 
 
 def error_ratio(result: np.ndarray, reference: np.ndarray, sharp: np.ndarray) -> float:

@@ -1,0 +1,89 @@
+"""The self-check: its measures on known cases, and the warnings a run hands back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_selfmsnet import deblur
+from napari_selfmsnet.engine.nonblind import deconvolve
+from napari_selfmsnet.engine.selfcheck import (
+    MAX_BORDER_MASS,
+    SelfCheck,
+    border_mass,
+    kernel_similarity,
+    residual_statistics,
+    structure_above_noise,
+)
+from napari_selfmsnet.evaluation.synth import blur_valid, gaussian_psf, motion_kernel, phantom
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A phantom blurred by a 9 px drift kernel with 1% noise: (blurred, sharp padded, kernel)."""
+    kernel = motion_kernel(9, 3)
+    padded = phantom((88, 88), 6)
+    blurred = blur_valid(padded, kernel) + np.random.default_rng(0).normal(0, 0.01, (80, 80))
+    return blurred.astype(np.float32), padded, kernel
+
+
+def test_the_right_kernel_leaves_a_misfit_like_noise_and_a_wrong_one_does_not(scene):
+    blurred, _, kernel = scene
+    right = deconvolve(blurred, kernel, weight=1e-3, device="cpu")
+    residual, correlation = residual_statistics(blurred, right, kernel, 0.01)
+    assert residual < 1.5 and correlation < 0.05
+    streak = np.zeros((9, 9))
+    streak[:, 4] = 1 / 9  # a vertical streak: not this blur
+    wrong = deconvolve(blurred, streak, weight=1e-3, device="cpu")
+    _, wrong_correlation = residual_statistics(blurred, wrong, streak, 0.01)
+    assert wrong_correlation > correlation + 0.05
+
+
+def test_border_mass_and_similarity():
+    k = np.zeros((5, 5))
+    k[2, 2] = 1
+    assert border_mass(k) == 0.0
+    k[0, 2] = 1
+    assert border_mass(k) == pytest.approx(0.5)
+    assert kernel_similarity(k, np.roll(k, 1, axis=1)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="estimate kernel is all zeros"):
+        kernel_similarity(np.zeros((3, 3)), k)
+
+
+def test_structure_is_measured_in_noise_units():
+    noise = np.random.default_rng(1).normal(0, 0.5, (64, 64))
+    assert abs(structure_above_noise(noise, 0.5)) < 0.1
+    assert structure_above_noise(noise + np.linspace(0, 10, 64), 0.5) > 10
+
+
+def test_judge_names_what_it_found_and_what_to_do():
+    fine = SelfCheck.judge(
+        structure=500.0, residual=0.9, residual_correlation=-0.05, border_mass=0.01, agreement=0.9, kernel_shape=(9, 9)
+    )
+    assert fine.passed and fine.to_dict()["warnings"] == []
+    bad = SelfCheck.judge(
+        structure=0.1, residual=1.0, residual_correlation=0.3, border_mass=0.5, agreement=0.1, kernel_shape=(5, 5)
+    )
+    assert not bad.passed and len(bad.warnings) == 4
+    text = " ".join(bad.warnings)
+    assert "nothing above its noise" in text and "larger kernel_size" in text
+    assert "try another seed" in text and "disagree" in text
+
+
+def test_a_run_on_pure_noise_warns_instead_of_answering_confidently():
+    noise = np.random.default_rng(4).normal(100, 5, (64, 64)).astype(np.float32)
+    result = deblur(noise, 7, iterations=10, device="cpu")
+    assert result.warnings and "nothing above its noise" in result.warnings[0]
+    assert not result.params["self_check"]["passed"]
+    assert result.params["noise"]["sigma"] == pytest.approx(5, rel=0.15)
+
+
+def test_a_kernel_size_far_too_small_is_flagged():
+    padded = phantom((110, 110), 8)
+    blurred = blur_valid(padded, gaussian_psf(25, 4.0))  # a blur about 20 px across
+    blurred = blurred + np.random.default_rng(2).normal(0, 0.002, blurred.shape)
+    result = deblur(blurred.astype(np.float32), 5, iterations=20, device="cpu")
+    assert result.params["self_check"]["border_mass"] > MAX_BORDER_MASS
+    assert any("larger kernel_size" in w for w in result.warnings)

@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kinds", nargs="+", default=list(MICRO_KINDS), choices=MICRO_KINDS, help="microscopy PSFs")
     parser.add_argument("--size", type=int, default=256, help="side of the microscopy images (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=2, help="microscopy cases per kind and budget (default: 2)")
+    parser.add_argument(
+        "--kernel-size", default="true", choices=("true", "auto"),
+        help="give each run the true kernel's size (the literature's setting, default) or let it measure it",
+    )  # fmt: skip
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
     parser.add_argument(
         "--set", dest="changes", type=parse_config_changes, action="append", default=[], metavar="FIELD=VALUE",
@@ -113,7 +117,8 @@ def _scores(image: np.ndarray, sharp: np.ndarray, fit: bool, **kernels) -> dict:
 
 
 def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> dict:
-    result = deblur(blurred, kernel.shape, preset=preset, device=str(device), seed=args.seed)
+    size = kernel.shape if args.kernel_size == "true" else "auto"
+    result = deblur(blurred, size, preset=preset, device=str(device), seed=args.seed)
     weight = result.params["deconvolution_weight"]
     intensity = IntensityMap.fit(blurred)
     start = time.perf_counter()
@@ -122,6 +127,7 @@ def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> 
         "name": name,
         "group": group,
         "kernel_size": list(kernel.shape),
+        "kernel_size_used": result.params["kernel_size"],
         "blurred": _scores(blurred, sharp, fit),
         "true_kernel": {**_scores(reference, sharp, fit), "seconds": time.perf_counter() - start},
         "result": {
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "noise",
         "run": {"preset": args.preset, "changes": args.changes, "seed": args.seed, "suite": args.suite,
                 "levels": args.levels, "photons": args.photons, "kinds": args.kinds, "size": args.size,
-                "seeds": args.seeds, "images": args.images},  # fmt: skip
+                "seeds": args.seeds, "images": args.images, "kernel_size": args.kernel_size},  # fmt: skip
         "machine": machine_info(device),
         "cases": [],
         "summary": {},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_image", "check_kernel_size", "to_channels_first", "from_channels_first"]
+__all__ = ["check_image", "check_kernel_size", "largest_kernel", "to_channels_first", "from_channels_first"]
 
 
 def to_channels_first(image: np.ndarray) -> np.ndarray:
@@ -50,8 +50,14 @@ def check_image(image: object) -> np.ndarray:
     return array
 
 
-def check_kernel_size(kernel_size: object, image_shape: tuple[int, int]) -> tuple[int, int]:
-    """An odd ``int`` or ``(kh, kw)`` pair, smaller than the image; returns ``(kh, kw)``."""
+def check_kernel_size(
+    kernel_size: object, image_shape: tuple[int, int], scales: tuple[float, ...] = (1.0,)
+) -> tuple[int, int]:
+    """An odd ``int`` or ``(kh, kw)`` pair that fits the image; returns ``(kh, kw)``.
+
+    It fits when the image is at least twice the kernel in each direction and, at every scale
+    of the method's pyramid (``scales``), the scaled image still holds the scaled kernel.
+    """
     if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
         size = (int(kernel_size), int(kernel_size))
     elif (
@@ -61,16 +67,45 @@ def check_kernel_size(kernel_size: object, image_shape: tuple[int, int]) -> tupl
     ):
         size = (int(kernel_size[0]), int(kernel_size[1]))
     else:
-        raise TypeError(f"kernel_size must be an odd int or a pair (kh, kw) of odd ints, got {kernel_size!r}")
+        raise TypeError(
+            f"kernel_size must be 'auto', an odd int or a pair (kh, kw) of odd ints, got {kernel_size!r}"
+        )
     if min(size) < 3 or size[0] % 2 == 0 or size[1] % 2 == 0:
         raise ValueError(
             f"kernel_size must be odd and at least 3 (the kernel needs a centre pixel), got {size}; "
             f"try {tuple(max(3, s + 1 - s % 2) for s in size)}"
         )
     h, w = image_shape
-    if size[0] * 2 > h or size[1] * 2 > w:
+    if not _fits(size, (h, w), scales):
+        largest = largest_kernel((h, w), scales)
+        hint = f"the largest that fits is {largest[0]}" if largest[0] >= 3 else "the image is too small to deblur"
         raise ValueError(
-            f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image: the image must be at least "
-            "twice the kernel size in each direction; use a smaller kernel_size or a larger image"
+            f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image: the image must be at least twice the "
+            f"kernel in each direction, and hold it at every scale of the method ({', '.join(f'{s:g}' for s in scales)}); "
+            f"{hint}: use a smaller kernel_size, a larger image or the single-scale method (method='self-msnet-s')"
         )
     return size
+
+
+def _fits(size: tuple[int, int], shape: tuple[int, int], scales: tuple[float, ...]) -> bool:
+    h, w = shape
+    if size[0] * 2 > h or size[1] * 2 > w:
+        return False
+    for s in scales:
+        hs, ws = int(np.floor(s * h)), int(np.floor(s * w))
+        ks = [max(3, int(np.floor(s * k))) for k in size]
+        ks = [k if k % 2 else k + 1 for k in ks]
+        if s < 1 and (hs < ks[0] or ws < ks[1]):
+            return False
+    return True
+
+
+def largest_kernel(image_shape: tuple[int, int] | list[int], scales: tuple[float, ...] = (1.0,)) -> tuple[int, int]:
+    """The largest odd square kernel that fits an image of ``image_shape`` (see
+    :func:`check_kernel_size`); ``(1, 1)`` when none of at least 3 does."""
+    h, w = (int(v) for v in image_shape)
+    k = min(h, w) // 2
+    k -= 1 - k % 2
+    while k >= 3 and not _fits((k, k), (h, w), scales):
+        k -= 2
+    return (k, k) if k >= 3 else (1, 1)

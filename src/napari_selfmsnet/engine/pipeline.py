@@ -29,9 +29,10 @@ import torch
 
 from .config import SolverConfig, method_of, resolve_config
 from .devices import device_name, release_memory, resolve_device
-from .inputs import check_image, check_kernel_size, from_channels_first, to_channels_first
+from .inputs import check_image, check_kernel_size, from_channels_first, largest_kernel, to_channels_first
 from .intensity import IntensityMap
 from .convolution import resample_kernel
+from .kernel_size import AUTO, kernel_size_steps
 from .kernel_step import gray_noise_factor
 from .noise import NoiseModel, estimate_noise
 from .optimizer import OptimizerState, optimize
@@ -53,7 +54,7 @@ __all__ = ["deblur", "deblur_steps"]
 
 def deblur(
     image: np.ndarray,
-    kernel_size: int | tuple[int, int],
+    kernel_size: int | tuple[int, int] | str = AUTO,
     *,
     method: str | None = None,
     iterations: int | None = None,
@@ -71,9 +72,12 @@ def deblur(
     ----------
     image : ndarray, shape (H, W) or (H, W, 3)
         The blurred image, grey or RGB; uint8, uint16, other integers or float. Never modified.
-    kernel_size : int or (int, int)
-        Odd size of the blur kernel's support (err on the large side: a too-small support cannot
-        hold the blur; the image must be at least twice as large).
+    kernel_size : "auto", int or (int, int)
+        Odd size of the blur kernel's support. ``"auto"`` (the default) measures it from the
+        image by a short blind run at half resolution (:mod:`.kernel_size`; recorded in
+        ``params["kernel_size"]`` and ``params["kernel_size_measure"]``). A given size wins: err
+        on the large side (a support too small cannot hold the blur); the image must be at
+        least twice as large, and large enough for the method's coarsest scale.
     method : {"self-msnet", "self-msnet-s"}, optional
         The multi-scale generator (scales 1/8, 1/4, 1/2, 1) or its single-scale ablation. None:
         ``"self-msnet"`` for a named preset, the configuration's own scales for a
@@ -146,7 +150,7 @@ def deblur(
 
 def deblur_steps(
     image: np.ndarray,
-    kernel_size: int | tuple[int, int],
+    kernel_size: int | tuple[int, int] | str = AUTO,
     *,
     method: str | None = None,
     iterations: int | None = None,
@@ -164,8 +168,13 @@ def deblur_steps(
     stage running (see the module docstring).
     """
     array = check_image(image)
-    kernel_shape = check_kernel_size(kernel_size, array.shape[:2])
     config = resolve_config(preset, method, iterations)
+    if warm_start is not None and isinstance(warm_start, DeblurResult) and kernel_size == AUTO:
+        kernel_size = tuple(warm_start.params["kernel_size"])  # the previous plane's measure
+    if isinstance(kernel_size, str) and kernel_size == AUTO:
+        kernel_shape = None  # measured by the "size" stage
+    else:
+        kernel_shape = check_kernel_size(kernel_size, array.shape[:2], config.scales)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if not isinstance(progress_every, (int, np.integer)) or isinstance(progress_every, bool) or progress_every < 1:
@@ -176,13 +185,16 @@ def deblur_steps(
         raise ValueError("warm_start holds no network state (it was made without one); start from scratch")
     if region == "auto" and warm_start is not None:
         region = tuple(warm_start.params["region"])
-    window = resolve_region(region, array, kernel_shape)
+    # With the size still to be measured, the window is checked for the smallest kernel here and
+    # for the measured one after the "size" stage.
+    window = resolve_region(region, array, kernel_shape or (3, 3))
     run_device = resolve_device(device)
     intensity = IntensityMap.fit(array, config.headroom)
     noise_model = estimate_noise(array, quantised=np.issubdtype(array.dtype, np.integer))
     params = {
         "method": method_of(config),
-        "kernel_size": list(kernel_shape),
+        "kernel_size": None if kernel_shape is None else list(kernel_shape),
+        "kernel_size_source": "measured" if kernel_shape is None else "given",
         "preset": preset if isinstance(preset, str) else "custom",
         "seed": int(seed),
         "config": config.to_dict(),
@@ -195,16 +207,17 @@ def deblur_steps(
         "torch": torch.__version__,
     }
     return _run(
-        intensity.to_unit(array), kernel_shape, config, window, intensity, noise_model, run_device, int(seed),
-        warm_start, int(progress_every), params,
+        intensity.to_unit(array), kernel_shape, config, window, region, intensity, noise_model, run_device,
+        int(seed), warm_start, int(progress_every), params,
     )  # fmt: skip
 
 
 def _run(
     unit: np.ndarray,
-    kernel_shape: tuple[int, int],
+    kernel_shape: tuple[int, int] | None,
     config: SolverConfig,
     window: Region,
+    region_asked: object,
     intensity: IntensityMap,
     noise_model: NoiseModel,
     device: torch.device,
@@ -214,6 +227,18 @@ def _run(
     params: dict[str, Any],
 ) -> Generator[Progress, Any, DeblurResult]:
     """The stages of :func:`deblur_steps` on ``unit``, the image in normalised units."""
+    start = time.perf_counter()
+    noise = noise_model.sigma / intensity.scale
+    kernel_noise = noise * gray_noise_factor(1 if unit.ndim == 2 else unit.shape[2])
+    if kernel_shape is None:
+        probe = kernel_size_steps(
+            unit[window.slices], noise, config, device, seed=seed, progress_every=progress_every,
+            limit=largest_kernel(window.to_list()[2:], config.scales),
+        )  # fmt: skip
+        sized, _ = yield from relay(probe, lambda r: replace(r, elapsed_s=time.perf_counter() - start))
+        kernel_shape = sized.shape
+        window = resolve_region(region_asked, unit, kernel_shape)
+        params.update(kernel_size=list(kernel_shape), kernel_size_measure=sized.to_dict(), region=window.to_list())
     unit_window = unit[window.slices]
     observation = torch.from_numpy(to_channels_first(unit_window))[None].to(device)
     whole_frame = unit_window.shape[:2] == unit.shape[:2]
@@ -221,8 +246,6 @@ def _run(
 
     def to_output(x: torch.Tensor) -> np.ndarray:
         return intensity.to_input_units(from_channels_first(x[0].detach().to("cpu", torch.float32).numpy()))
-
-    start = time.perf_counter()
 
     def blind_record(state: OptimizerState) -> Progress:
         return Progress(
@@ -240,8 +263,6 @@ def _run(
         # The polish works on the window, the deconvolution on the whole frame.
         return replace(record, elapsed_s=time.perf_counter() - start, region=region if record.stage == "polish" else None)
 
-    noise = noise_model.sigma / intensity.scale
-    kernel_noise = noise * gray_noise_factor(observation.shape[1])
     attempts: list[tuple[OptimizerState, Finish]] = []
     cancelled = False
     try:

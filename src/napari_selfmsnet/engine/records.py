@@ -13,10 +13,11 @@ if TYPE_CHECKING:  # the records themselves need no torch
 __all__ = ["STAGES", "Progress", "DeblurResult", "StackResult"]
 
 
-#: The stages a run reports, in the order they run: the blind optimizer, the polish of the
+#: The stages a run reports, in the order they run: the measure of the kernel's size
+#: (``kernel_size="auto"``), the blind optimizer, the polish of the
 #: kernel (``final="nonblind"``), the deconvolution of the frame with it, and, for a stack
 #: in shared mode, the planes deconvolved with the shared kernel.
-STAGES = ("blind", "polish", "deconvolve", "planes")
+STAGES = ("size", "blind", "polish", "deconvolve", "planes")
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,10 @@ class Progress:
 
     Attributes
     ----------
-    stage : {"blind", "polish", "deconvolve", "planes"}
+    stage : {"size", "blind", "polish", "deconvolve", "planes"}
         What is running (:data:`STAGES`).
     step, total : int
-        How far the stage is: ``step`` of ``total`` iterations (blind), rounds (polish),
+        How far the stage is: ``step`` of ``total`` iterations (size, blind), rounds (polish),
         solver iterations over all tiles (deconvolve) or planes (planes).
     loss : float or None
         The blind stage's training loss (for ``"planes"``, the blind run's final loss).

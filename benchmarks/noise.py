@@ -76,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--resume", action="store_true", help="keep the cases already in --out and skip them")
+    parser.add_argument("--save", type=Path, default=None, metavar="DIR", help="also keep each case's input, result and kernels (NAME.npz)")
     args = parser.parse_args(argv)
     args.changes = {name: value for item in args.changes for name, value in item.items()}
     return args
@@ -141,6 +142,12 @@ def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> 
         "deconvolution_weight": weight,
         "attempts": result.params["attempts"],
     }
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            args.save / f"{name.replace('%', 'pc').replace('#', '_')}.npz",
+            blurred=blurred, sharp=sharp, true_kernel=kernel, image=result.image, kernel=result.kernel,
+        )  # fmt: skip
     record["gain"] = record["result"]["psnr"] - record["blurred"]["psnr"]
     record["gap_to_reference"] = record["true_kernel"]["psnr"] - record["result"]["psnr"]
     return record

@@ -150,3 +150,18 @@ def test_polish_centres_a_flipped_view_of_a_kernel_without_touching_it():
     expected[3, 2:6] = 0.25
     np.testing.assert_array_equal(out, expected)
     assert k.sum() == pytest.approx(1) and k[1, 1] == 0.25
+
+
+def test_a_kernel_that_lets_the_estimate_fit_the_noise_gets_a_stronger_prior():
+    rng = np.random.default_rng(8)
+    sharp = phantom((72, 72), rng)
+    blurred = (blur_valid(sharp, motion_kernel(9, rng=5)) + rng.normal(0, 0.02, (64, 64))).astype(np.float32)
+    sharp_kernel = np.zeros((9, 9), np.float32)
+    sharp_kernel[4, 4] = 1  # no blur at all: the deconvolution then fits the noise
+    config = replace(PRESETS["fast"], polish_rounds=0)
+    cpu = torch.device("cpu")
+    raised = drain(finish_steps(blurred, blurred, [sharp_kernel], config, cpu, noise_sigma=0.02))
+    kept = drain(finish_steps(blurred, blurred, [sharp_kernel], replace(config, residual_floor=0.0), cpu, noise_sigma=0.02))
+    assert kept.residual < config.residual_floor
+    assert raised.weight >= 2 * kept.weight
+    assert raised.residual > kept.residual

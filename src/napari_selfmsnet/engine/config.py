@@ -60,7 +60,11 @@ class SolverConfig:
         ``deconvolution_weight``: the sparse prior's weight of the final deconvolution on
         noise-free data (it also absorbs the small misfit of any estimated kernel);
         ``noise_weight_law``: ``(a, b)``: with the measured noise ``sigma`` (normalised units)
-        the final weight is ``max(deconvolution_weight, a * sigma ** b)``; ``headroom``: the
+        the final weight is ``max(deconvolution_weight, a * sigma ** b)``; ``residual_floor``:
+        where the image re-blurred by the kernel explains the input closer than this share of
+        the noise variance (it fits the noise, the mark of a kernel sharper than the blur), the
+        final weight is doubled until it does not (the discrepancy principle as a lower bound;
+        0 turns it off); ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
@@ -111,6 +115,7 @@ class SolverConfig:
     polish_noise_threshold: float = 3.0
     deconvolution_weight: float = 2e-4
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
+    residual_floor: float = 0.8
     seeds: int = 1
     retries: int = 1
     kernel_every: int = 1

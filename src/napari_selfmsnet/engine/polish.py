@@ -217,7 +217,15 @@ def finish_steps(
     best = min(range(len(candidates)), key=lambda i: candidates[i][0])
     correlation, residual, kernel, latent = candidates[best]
     others = [kernel_similarity(kernel, c[2]) for i, c in enumerate(candidates) if i != best]
-    weight = config.deconvolution_weight_for(_relative(noise_sigma, frame))
+    raise_by = 1.0
+    if residual < config.residual_floor and noise_sigma > 0 and not stopped:
+        # The estimate explains the input better than its noise allows: it fits the noise, which
+        # a kernel sharper than the blur, or a wrong one, turns into ringing. Raise the weight
+        # until the misfit reaches the floor (the discrepancy principle, as a lower bound).
+        found = yield from _discrepancy_steps(window, kernel, window_weight, residual, config, device, noise_sigma, total)
+        if found is not None:
+            raise_by, latent, residual, correlation = found
+    weight = config.deconvolution_weight_for(_relative(noise_sigma, frame)) * raise_by
     if whole:
         # The window is the frame: its check is the frame's deconvolution (stopped, if a stop
         # came during it: the solver's iterate then is the image).
@@ -230,6 +238,27 @@ def finish_steps(
         kernel=kernel, image=image, start=best, residual=residual, residual_correlation=correlation,
         agreement=max(others) if others else None, weight=weight, stopped=stopped,
     )  # fmt: skip
+
+
+#: Steps of the weight in the discrepancy search, and how many at most.
+_RAISE, _RAISES = 2.0, 5
+
+
+def _discrepancy_steps(window, kernel, weight, residual, config, device, noise_sigma, total):
+    """Raise ``weight`` by factors of :data:`_RAISE` until the window's misfit reaches
+    ``config.residual_floor``; returns ``(factor, latent, residual, correlation)`` of the first
+    weight that does (the last tried when none does), or None when stopped."""
+    factor = 1.0
+    for _ in range(_RAISES):
+        factor *= _RAISE
+        solve = deconvolve_steps(window, kernel, method="sparse", weight=weight * factor, device=device)
+        latent, halted = yield from relay(solve, _offset(total - DEFAULT_ITERATIONS["sparse"]))
+        if halted:
+            return None
+        residual, correlation = residual_statistics(window, latent, kernel, noise_sigma)
+        if residual >= config.residual_floor:
+            break
+    return factor, latent, residual, correlation
 
 
 def _same(record: Progress) -> Progress:

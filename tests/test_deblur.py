@@ -242,3 +242,24 @@ def test_tiny_image_runs(rng):
     image = rng.random((24, 24)).astype(np.float32)
     result = deblur(image, 5, method="self-msnet-s", iterations=2)
     assert result.image.shape == (24, 24) and np.all(np.isfinite(result.image))
+
+
+class TestCallback:
+    @pytest.mark.parametrize("iterations", [3, 10, 12])
+    def test_called_on_the_last_blind_iteration_even_when_runs_are_short(self, blurred_case, iterations):
+        seen: list[Progress] = []
+        deblur(blurred_case[0], 7, method="self-msnet-s", iterations=iterations, callback=seen.append)
+        blind = [(p.step, p.total) for p in seen if p.stage == "blind"]
+        assert blind[-1] == (iterations, iterations)
+        assert [step for step, _ in blind] == sorted({*range(10, iterations + 1, 10), iterations})
+
+    def test_a_numpy_true_stops_like_true(self, blurred_case):
+        seen: list[Progress] = []
+
+        def callback(progress: Progress) -> np.bool_:
+            seen.append(progress)
+            return np.True_
+
+        result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback)
+        assert result.cancelled and result.iterations_run == 10
+        assert [(p.stage, p.step) for p in seen] == [("blind", 10), ("polish", 1), ("deconvolve", 10)]

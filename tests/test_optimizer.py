@@ -67,7 +67,8 @@ def test_divergence_guard_rolls_back_and_finishes_finite(observation, monkeypatc
 
 def test_loss_is_read_back_once_per_window(observation):
     states, final = _states(optimize(observation, KERNEL, _config(), seed=0))
-    assert [s.iteration for s in states] + [final.iteration] == [5, 10, 15, 20]
+    # A state every 5 iterations, the last one's too: a progress bar reaches its total.
+    assert [s.iteration for s in states] == [5, 10, 15, 20] and final.iteration == 20
     assert final.finished and final.warm_start is not None
 
 
@@ -170,3 +171,15 @@ def test_default_switches_on_each_device(observation, device):
     assert np.all(np.isfinite(state.history)) and state.history[-1] < state.history[0]
     assert state.image.device.type == torch.device(device).type and state.image.dtype == torch.float32
     assert torch.backends.cudnn.benchmark is False  # restored after the run
+
+
+@pytest.mark.parametrize("iterations", [1, 3, 5])
+def test_a_run_no_longer_than_progress_every_reports_its_last_iteration(observation, iterations):
+    states, final = _states(optimize(observation, KERNEL, _config(iterations=iterations), seed=0))
+    assert [(s.iteration, s.total) for s in states] == [(iterations, iterations)]
+    assert final.finished and final.warm_start is not None
+
+
+def test_a_stop_sent_at_the_last_state_still_returns_the_finished_run(observation):
+    final = drain(optimize(observation, KERNEL, _config(iterations=10), seed=0), lambda state: state.iteration == 10)
+    assert final.finished and final.iteration == 10 and final.warm_start is not None

@@ -1,9 +1,9 @@
 """The alternating optimizer: an Adam step on the generator, then the kernel step, per iteration.
 
 :func:`optimize` is a stage generator (:mod:`.steps`): it yields an :class:`OptimizerState`
-every ``progress_every`` iterations (not after the last) and returns the final state; a true
-value sent at a yield stops the run there, and the state just yielded is returned. Every
-state is a complete, valid estimate.
+every ``progress_every`` iterations and after the last one, and returns the final state; a
+true value sent at a yield before the last stops the run there, and the state just yielded is
+returned. Every state is a complete, valid estimate.
 """
 
 from __future__ import annotations
@@ -199,8 +199,10 @@ def optimize(
     Yields
     ------
     OptimizerState
-        Every ``progress_every`` iterations but the last; sending a true value back stops the
-        run, which then returns that state.
+        Every ``progress_every`` iterations, and after the last iteration (so a run of
+        ``progress_every`` iterations or fewer reports too, and a progress bar reaches its
+        total); sending a true value back stops the run, which then returns that state (at
+        the last one, the run has ended anyway and returns its final state).
 
     Returns
     -------
@@ -338,13 +340,12 @@ def optimize(
             last_good, good_kernels = latest, latest_kernels
             if iteration % _CHECKPOINT_EVERY < progress_every:
                 checkpoint = _Checkpoint.take(net, optimizer, kernels, iteration)
-            if iteration < config.iterations:
-                state = OptimizerState(
-                    iteration, config.iterations, history[-1], *register_to_observation(*last_good), history, recoveries,
-                    scale_kernels=list(good_kernels),
-                )  # fmt: skip
-                if (yield state):
-                    return state
+            state = OptimizerState(
+                iteration, config.iterations, history[-1], *register_to_observation(*last_good), history, recoveries,
+                scale_kernels=list(good_kernels),
+            )  # fmt: skip
+            if (yield state) and iteration < config.iterations:
+                return state
 
         if recoveries > _MAX_RECOVERIES:
             # Gave up: what is handed on must be the last good state, not the diverged one.

@@ -263,3 +263,15 @@ class TestCallback:
         result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback)
         assert result.cancelled and result.iterations_run == 10
         assert [(p.stage, p.step) for p in seen] == [("blind", 10), ("polish", 1), ("deconvolve", 10)]
+
+
+class TestIterations:
+    @pytest.mark.parametrize("iterations", [np.int64(3), np.uint8(3), 3])
+    def test_any_integer_type(self, blurred_case, iterations):
+        result = deblur(blurred_case[0], 5, method="self-msnet-s", iterations=iterations)
+        assert result.iterations_run == 3 and type(result.params["config"]["iterations"]) is int
+
+    @pytest.mark.parametrize("iterations", [True, False, np.True_, 2.0, 0, -1, "3"])
+    def test_refused(self, blurred_case, iterations):
+        with pytest.raises(ValueError, match="iterations must be a positive integer"):
+            deblur(blurred_case[0], 5, method="self-msnet-s", iterations=iterations)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -267,7 +268,8 @@ def resolve_config(
     else:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)} or pass a SolverConfig")
     if iterations is not None:
-        if not isinstance(iterations, int) or iterations < 1:
+        # Any integer type (np.int64 too), but not a bool, which is an int to Python.
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        config = replace(config, iterations=iterations)
+        config = replace(config, iterations=int(iterations))
     return config

@@ -275,3 +275,8 @@ class TestIterations:
     def test_refused(self, blurred_case, iterations):
         with pytest.raises(ValueError, match="iterations must be a positive integer"):
             deblur(blurred_case[0], 5, method="self-msnet-s", iterations=iterations)
+
+
+def test_docstring_says_the_thread_count_is_part_of_reproducibility():
+    doc = " ".join(deblur.__doc__.split())
+    assert "the same seed, device and torch thread count" in doc and "torch.set_num_threads" in doc

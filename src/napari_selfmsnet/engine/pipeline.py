@@ -93,8 +93,12 @@ def deblur(
     device : str
         ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
     seed : int
-        Seeds network weights and noise: a seed reproduces a run on CPU (with the same number
-        of torch threads).
+        Seeds network weights and noise. The thread count is part of reproducibility: the
+        same seed, device and torch thread count (``torch.get_num_threads()``) reproduce a
+        CPU run exactly, while another thread count sums in another order and the blind run,
+        which amplifies such rounding differences, can then end far from the first (by more
+        than the input's range in places). Record the thread count with the seed, or fix it
+        (``torch.set_num_threads``; the command line's ``--torch-threads``).
     callback : callable, optional
         Called with every :class:`Progress` record (each stage's; the blind stage's every
         ``progress_every`` iterations); returning True ends the stage running with its

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_image", "check_kernel_size", "largest_kernel", "to_channels_first", "from_channels_first"]
+from .intensity import float32_problem
+
+__all__ = [
+    "check_image",
+    "check_kernel_size",
+    "check_seed",
+    "drop_alpha",
+    "from_channels_first",
+    "image_array",
+    "image_problem",
+    "largest_kernel",
+    "to_channels_first",
+]
 
 
 def to_channels_first(image: np.ndarray) -> np.ndarray:
@@ -22,20 +34,42 @@ def from_channels_first(chw: np.ndarray) -> np.ndarray:
     return chw[0] if chw.shape[0] == 1 else np.moveaxis(chw, 0, -1)
 
 
-_SUPPORTED = (np.uint8, np.uint16, np.int8, np.int16, np.int32, np.uint32, np.float16, np.float32, np.float64)
-
-
 def check_image(image: object) -> np.ndarray:
-    """Validate a 2-D grey or ``(H, W, 3)`` RGB image; returns it as an ndarray (not copied)."""
+    """Validate a 2-D grey or ``(H, W, 3)`` RGB image; returns it as an ndarray.
+
+    Any integer dtype (8 to 64 bits, signed or not) or float dtype is accepted, in either byte
+    order; the array is returned as it is, or as a copy in native byte order. Its values must
+    be finite, not all the same, and such that a float32 result in its units can hold them
+    (:func:`.intensity.float32_problem`).
+    """
+    array = image_array(image)
+    problem = image_problem(array)
+    if problem is not None:
+        raise ValueError(problem)
+    return array
+
+
+def image_array(image: object) -> np.ndarray:
+    """The checks of :func:`check_image` that do not look at the values: type, dtype (native
+    byte order), shape and size. Returns the array (a native-order copy where needed)."""
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         raise TypeError(f"image must be a NumPy array (or array-like with shape and dtype), got {type(image).__name__}")
     array = np.asarray(image)
-    if array.dtype == bool or not any(array.dtype == np.dtype(t) for t in _SUPPORTED):
-        raise TypeError(
-            f"image dtype {array.dtype} is not supported; pass uint8, uint16, integer or float data"
+    if array.dtype.kind not in "iuf":
+        what = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "bytes"}.get(
+            array.dtype.kind, str(array.dtype)
         )
-    if array.ndim == 3 and array.shape[-1] == 4:
-        raise ValueError("RGBA images are not supported: drop the alpha channel (image[..., :3]) first")
+        raise TypeError(
+            f"image dtype {array.dtype} ({what}) is not supported; pass integer (uint8 to int64) or floating-point "
+            "(float16 to float64) intensities, for example image.astype(np.float32)"
+        )
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.ndim == 3 and array.shape[-1] in (2, 4):
+        raise ValueError(
+            f"image has shape {array.shape}: {'RGBA' if array.shape[-1] == 4 else 'grey and alpha'} channels last; "
+            f"drop the alpha channel first ({'image[..., :3]' if array.shape[-1] == 4 else 'image[..., 0]'})"
+        )
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
         raise ValueError(
             f"image must be 2-D (H, W) grey or (H, W, 3) RGB, got shape {array.shape}; "
@@ -43,11 +77,41 @@ def check_image(image: object) -> np.ndarray:
         )
     if array.size == 0 or min(array.shape[:2]) == 0:
         raise ValueError(f"image is empty (shape {array.shape})")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) before deblurring")
-    if float(np.max(array)) == float(np.min(array)):
-        raise ValueError("image is constant: there is no structure from which to estimate a blur kernel")
     return array
+
+
+def image_problem(array: np.ndarray) -> str | None:
+    """What makes the values of an image that passed :func:`image_array` unusable (NaN or
+    infinite values, a constant image, values a float32 result cannot hold), or None."""
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        return (
+            f"image contains NaN or infinite values ({bad} of {array.size}); replace them "
+            "(e.g. np.nan_to_num) before deblurring"
+        )
+    if np.max(array) == np.min(array):
+        return f"image is constant (every value is {np.min(array)}): there is no structure from which to estimate a blur kernel"
+    return float32_problem(array)
+
+
+def drop_alpha(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An ``(..., H, W, 4)`` RGBA or ``(..., H, W, 2)`` grey-and-alpha image without its alpha
+    channel (RGB, or grey ``(..., H, W)``), with the warning that says so; anything else as
+    it is, with None. The alpha channel is a mask, not an image of the blurred scene."""
+    if image.ndim < 3 or image.shape[-1] not in (2, 4):
+        return image, None
+    kept = image[..., :3] if image.shape[-1] == 4 else image[..., 0]
+    what = "RGBA" if image.shape[-1] == 4 else "grey and alpha"
+    return kept, f"the image is {what}: its alpha channel was left out (deblurred: the {'RGB' if image.shape[-1] == 4 else 'grey'} channels only)"
+
+
+def check_seed(seed: object) -> int:
+    """A seed torch accepts for every attempt of a run: an int from 0 to 2**63 - 1."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed must be an int from 0 to 2**63 - 1, got {seed!r}; for example seed % 2**63")
+    return int(seed)
 
 
 def check_kernel_size(

@@ -268,6 +268,112 @@ class TestDeblurStackEngine:
         assert result.image is out and np.isfinite(out).all()
 
 
+def _with_bad_planes(planes: int = 4) -> np.ndarray:
+    """Plane 1 blank (all 100), plane 2 holding NaNs, the others fine (float32)."""
+    stack = _blurred_stack(planes).astype(np.float32)
+    stack[1] = 100.0
+    stack[2, 5:9, 5:9] = np.nan
+    return stack
+
+
+class TestBadPlanes:
+    """A blank or NaN plane is passed through, named in a warning; the other planes finish."""
+
+    def test_per_plane(self):
+        stack = _with_bad_planes()
+        result = deblur_stack(stack, KSIZE, mode="per-plane", **TINY)
+        np.testing.assert_array_equal(result.image[1], stack[1])
+        np.testing.assert_array_equal(result.image[2], stack[2])  # NaNs and all
+        for i in (0, 3):
+            assert np.isfinite(result.image[i]).all() and not np.array_equal(result.image[i], stack[i])
+        assert result.params["passed_through_planes"] == [1, 2] and not result.cancelled
+        assert result.params["plane_params"][1] is None and result.params["plane_params"][3]["warm_started"]
+        np.testing.assert_array_equal(result.kernels[2], delta_kernel((KSIZE, KSIZE)).numpy())
+        bad = [w for w in result.warnings if "passed through unchanged" in w]
+        assert bad[0].startswith("plane 1: image is constant") and bad[1].startswith("plane 2: image contains NaN")
+
+    def test_shared_checks_the_reference_first_and_never_aborts_after(self):
+        stack = _with_bad_planes()
+        result = deblur_stack(stack, KSIZE, mode="shared", reference_plane=2, nonblind_method=NONBLIND, **TINY)
+        # The plane asked for holds NaNs: another one is chosen, before the blind run.
+        assert result.params["reference_plane"] in (0, 3)
+        assert result.warnings[0].startswith("plane 2, the reference plane asked for, cannot be deblurred (image contains NaN")
+        assert result.params["passed_through_planes"] == [1, 2] and not result.cancelled
+        np.testing.assert_array_equal(result.image[1], stack[1])
+        np.testing.assert_array_equal(result.image[2], stack[2])
+        assert np.isfinite(result.image[[0, 3]]).all()
+        np.testing.assert_array_equal(result.kernels[1], delta_kernel((KSIZE, KSIZE)).numpy())
+        np.testing.assert_array_equal(result.kernels[0], result.kernel)
+
+    def test_the_reference_is_never_a_bad_plane(self):
+        stack = _with_bad_planes()
+        stack[2] = np.nan  # scores NaN, which np.argmax would take for the largest
+        assert select_reference_plane(stack) in (0, 3)
+        result = deblur_stack(stack, KSIZE, mode="shared", nonblind_method=NONBLIND, **TINY)
+        assert result.params["reference_plane"] in (0, 3) and result.params["passed_through_planes"] == [1, 2]
+
+    @pytest.mark.parametrize("mode", ["shared", "per-plane"])
+    def test_no_usable_plane_is_an_error_naming_each(self, mode):
+        stack = np.zeros((3, 40, 40), np.float32)
+        stack[1] = np.inf
+        with pytest.raises(ValueError, match=r"no plane of the stack can be deblurred: plane 0: image is constant .*; plane 1: image contains NaN or infinite"):
+            deblur_stack(stack, KSIZE, mode=mode, **TINY)
+
+    def test_plane_warnings_are_collected_with_their_plane(self, monkeypatch):
+        fake = _fake_deblur_steps([])
+
+        def warning_steps(image, kernel_size, **kwargs):
+            steps = fake(image, kernel_size, **kwargs)
+            result = yield from steps
+            result.warnings.append("the kernel is doubtful")
+            return result
+
+        monkeypatch.setattr("napari_selfmsnet.engine.stack.deblur_steps", warning_steps)
+        stack = _with_bad_planes(3)
+        result = deblur_stack(stack, KSIZE, mode="per-plane")
+        assert result.warnings == [
+            "plane 0: the kernel is doubtful",
+            result.warnings[1],
+            result.warnings[2],
+        ] and result.warnings[1].startswith("plane 1: image is constant")
+        assert result.warnings[2].startswith("plane 2: image contains NaN")
+        shared = deblur_stack(stack, KSIZE, mode="shared", reference_plane=0, nonblind_method=NONBLIND)
+        assert shared.warnings[0] == "plane 0: the kernel is doubtful"
+
+
+class TestAlphaAndAuto:
+    def test_rgba_and_grey_alpha_stacks_lose_the_alpha_channel(self):
+        grey = _blurred_stack(2)
+        rgba = np.stack([grey, grey // 2, grey // 3, np.full_like(grey, 255)], axis=-1)
+        result = deblur_stack(rgba, KSIZE, mode="per-plane", **TINY)
+        assert result.image.shape == (2, 40, 40, 3)
+        assert result.warnings[0] == "the stack's planes are RGBA: their alpha channel was left out"
+        grey_alpha = deblur_stack(rgba[..., [0, 3]], KSIZE, mode="shared", nonblind_method=NONBLIND, **TINY)
+        assert grey_alpha.image.shape == (2, 40, 40) and "grey and alpha" in grey_alpha.warnings[0]
+
+    def test_auto_measures_once_and_every_plane_uses_that_size(self):
+        stack = _blurred_stack(4).astype(np.float32)
+        stack[0] = 100.0  # blank: the first usable plane, plane 1, measures the size
+        stack[2, 5:9, 5:9] = np.nan
+        result = deblur_stack(stack, mode="per-plane", warm_planes=False, **TINY)
+        sources = [p and p["kernel_size_source"] for p in result.params["plane_params"]]
+        assert sources == [None, "measured", None, "given"]
+        measured = result.params["plane_params"][1]["kernel_size"]
+        assert result.params["kernel_size"] == measured == result.params["plane_params"][3]["kernel_size"]
+        assert result.kernels.shape == (4, *measured)
+        shared = deblur_stack(stack, mode="shared", nonblind_method=NONBLIND, **TINY)
+        assert shared.params["kernel_size"] == shared.params["plane_params"][0]["kernel_size"]
+        assert shared.params["plane_params"][0]["kernel_size_source"] == "measured"
+
+    def test_a_given_size_is_checked_at_every_scale_before_any_work(self):
+        with pytest.raises(ValueError, match="self-msnet-s"):
+            deblur_stack(np.random.default_rng(0).random((2, 20, 20)), 7, method="self-msnet", iterations=1)
+
+    def test_a_seed_torch_cannot_take_is_refused_before_any_work(self):
+        with pytest.raises(ValueError, match=r"seed must be an int from 0 to 2\*\*63 - 1"):
+            deblur_stack(_blurred_stack(2), KSIZE, seed=2**70)
+
+
 class TestDeconvolvePlane:
     def test_delta_kernel_keeps_the_image(self):
         plane = _blurred_stack(1)[0]

@@ -143,6 +143,11 @@ class StackResult:
         The shared kernel (shared mode only).
     histories : list of ndarray
         The loss history of every blind run (one in shared mode, one per plane run).
+    warnings : list of str
+        What the run found doubtful or left out, each naming its plane: a plane passed
+        through unchanged (blank, or holding NaN or infinite values), another reference plane
+        chosen, and every plane run's own :attr:`DeblurResult.warnings`. Empty when all is
+        well.
     """
 
     image: np.ndarray
@@ -154,3 +159,4 @@ class StackResult:
     final_loss: float = float("nan")
     kernel: np.ndarray | None = None
     histories: list[np.ndarray] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)

@@ -6,7 +6,8 @@ before, and the progress of every plane's pipeline is handed on with ``plane`` a
 ``planes`` set. A stop (see :mod:`.steps`) reaches the running plane's pipeline, which
 finishes from there as :mod:`.pipeline` describes, and then ends the stack: the planes not
 started yet keep the input (as float32), and a shared kernel whose blind run was stopped is
-applied nowhere.
+applied nowhere. A plane that cannot be deblurred is passed through and named in the result's
+warnings (:mod:`.stack_plan`); it never stops the stack.
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import check_kernel_size
+from .config import resolve_config
+from .inputs import check_kernel_size, check_seed
+from .kernel_size import AUTO
 from .pipeline import deblur_steps
 from .records import DeblurResult, Progress, StackResult
 from .stack_plan import (
     STACK_MODES,
     BlindRun,
     deconvolve_plane,
+    no_usable_plane,
+    plane_problem,
     read_plane,
     select_reference_plane,
     stack_geometry,
     stack_report,
+    stack_without_alpha,
     warm_iteration_count,
 )
 from .steps import drain, relay
@@ -38,7 +44,7 @@ __all__ = ["deblur_stack", "deblur_stack_steps"]
 
 def deblur_stack(
     stack: Any,
-    kernel_size: int | tuple[int, int],
+    kernel_size: int | tuple[int, int] | str = AUTO,
     *,
     mode: str = "shared",
     reference_plane: int | None = None,
@@ -56,8 +62,13 @@ def deblur_stack(
     ----------
     stack : array-like, shape (P, H, W) or (P, H, W, 3)
         Planes along axis 0; numpy, dask or zarr. Read one plane at a time, never modified.
-    kernel_size : int or (int, int)
-        Odd kernel size, as for :func:`napari_selfmsnet.deblur`.
+        RGBA ``(P, H, W, 4)`` and grey-and-alpha ``(P, H, W, 2)`` planes lose their alpha
+        channel (with a warning). A plane that cannot be deblurred (blank, NaN or infinite
+        values) is passed through unchanged and named in ``result.warnings``.
+    kernel_size : "auto", int or (int, int)
+        As for :func:`napari_selfmsnet.deblur`. ``"auto"`` (the default) measures the size
+        once: on the reference plane in shared mode, on the first plane that can be deblurred
+        in per-plane mode (every other plane then uses that size).
     mode : {"shared", "per-plane"}
         ``"shared"``: estimate one kernel on ``reference_plane`` with
         :func:`napari_selfmsnet.deblur`, then deblur every plane (the reference too, so the
@@ -66,7 +77,8 @@ def deblur_stack(
         after the first warm-started from the one before (see ``warm_planes``).
     reference_plane : int, optional
         Shared mode: the plane to estimate the kernel on; by default
-        :func:`~napari_selfmsnet.engine.stack_plan.select_reference_plane` picks it.
+        :func:`~napari_selfmsnet.engine.stack_plan.select_reference_plane` picks it, which it
+        also does (with a warning) when the plane asked for cannot be deblurred.
     callback : callable, optional
         Receives the :class:`~napari_selfmsnet.Progress` records of each plane's pipeline
         with ``plane`` and ``planes`` set and, in shared mode, one ``"planes"`` record per
@@ -96,7 +108,14 @@ def deblur_stack(
     StackResult
         Planes that were never started when a stop came are the input as float32 and listed
         in ``params["unfinished_planes"]``; the plane whose blind run was stopped keeps that
-        run's best estimate and is ``params["interrupted_plane"]``.
+        run's best estimate and is ``params["interrupted_plane"]``. Planes passed through are
+        ``params["passed_through_planes"]``; ``warnings`` says why, and holds every plane
+        run's own warnings, each prefixed with its plane.
+
+    Raises
+    ------
+    ValueError
+        Before any work, for bad arguments, and when no plane of the stack can be deblurred.
     """
     steps = deblur_stack_steps(
         stack, kernel_size, mode=mode, reference_plane=reference_plane, nonblind_method=nonblind_method, out=out,
@@ -107,7 +126,7 @@ def deblur_stack(
 
 def deblur_stack_steps(
     stack: Any,
-    kernel_size: int | tuple[int, int],
+    kernel_size: int | tuple[int, int] | str = AUTO,
     *,
     mode: str = "shared",
     reference_plane: int | None = None,
@@ -128,8 +147,22 @@ def deblur_stack_steps(
         raise TypeError("pass callback to deblur_stack itself; image is the stack")
     if "warm_start" in deblur_kwargs:
         raise TypeError("deblur_stack warm-starts the planes of per-plane mode with warm_planes=True/False")
+    stack, alpha = stack_without_alpha(stack)
     planes, plane_shape = stack_geometry(stack)
-    kshape = check_kernel_size(kernel_size, plane_shape[:2])
+    dtype = getattr(stack, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind not in "iuf":
+        raise TypeError(
+            f"stack dtype {np.dtype(dtype)} is not supported; pass integer (uint8 to int64) or floating-point "
+            "(float16 to float64) intensities"
+        )
+    config = resolve_config(
+        deblur_kwargs.get("preset", "fast"), deblur_kwargs.get("method"), deblur_kwargs.get("iterations")
+    )
+    if isinstance(kernel_size, str) and kernel_size == AUTO:
+        kshape = None  # measured by the first run
+    else:
+        kshape = check_kernel_size(kernel_size, plane_shape[:2], config.scales)
+    check_seed(deblur_kwargs.get("seed", 0))
     if reference_plane is not None:
         if not isinstance(reference_plane, (int, np.integer)) or not 0 <= reference_plane < planes:
             raise ValueError(f"reference_plane must be an int in [0, {planes - 1}], got {reference_plane!r}")
@@ -143,9 +176,10 @@ def deblur_stack_steps(
     elif tuple(out.shape) != (planes, *plane_shape):
         raise ValueError(f"out must have shape {(planes, *plane_shape)}, got {tuple(out.shape)}")
     kwargs = {**deblur_kwargs, "progress_every": progress_every}
+    notes = [alpha] if alpha else []
     if mode == "shared":
-        return _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs)
-    return _per_plane(stack, planes, kshape, out, bool(warm_planes), warm_iterations, kwargs)
+        return _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs, notes)
+    return _per_plane(stack, planes, kshape, out, bool(warm_planes), warm_iterations, kwargs, notes)
 
 
 def _on_plane(plane: int, planes: int) -> Callable[[Progress], Progress]:
@@ -160,14 +194,33 @@ def _keep_input(stack: Any, out: Any, indices: list[int]) -> None:
         out[i] = read_plane(stack, i).astype(np.float32)
 
 
-def _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs) -> Generator[Progress, Any, StackResult]:
+def _reference(stack: Any, asked: int | None, notes: list[str]) -> tuple[int, np.ndarray]:
+    """The reference plane and its pixels: the one asked for when it can be deblurred, else
+    the best one (:func:`select_reference_plane`)."""
+    if asked is not None:
+        plane = read_plane(stack, asked)
+        problem = plane_problem(plane)
+        if problem is None:
+            return asked, plane
+        chosen = select_reference_plane(stack)
+        notes.append(
+            f"plane {asked}, the reference plane asked for, cannot be deblurred ({problem}); "
+            f"the kernel was estimated on plane {chosen}, the one with the strongest edges"
+        )
+    else:
+        chosen = select_reference_plane(stack)
+    return chosen, read_plane(stack, chosen)
+
+
+def _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs, notes) -> Generator[Progress, Any, StackResult]:
     start = time.perf_counter()
-    if reference_plane is None:
-        reference_plane = select_reference_plane(stack)
-    steps = deblur_steps(read_plane(stack, reference_plane), kshape, **kwargs)
+    # Checked before the blind run: once it has run, no plane may stop the stack.
+    reference_plane, reference = _reference(stack, reference_plane, notes)
+    steps = deblur_steps(reference, AUTO if kshape is None else kshape, **kwargs)
     estimate, _ = yield from relay(steps, _on_plane(reference_plane, planes))
     kernel = np.asarray(estimate.kernel, dtype=np.float32)
     unfinished: list[int] = []
+    passed_through: dict[int, str] = {}
     interrupted = None
     if estimate.cancelled:
         # The kernel is not final: apply it nowhere, keep the reference run's best image.
@@ -176,9 +229,15 @@ def _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs
         unfinished = [i for i in range(planes) if i != reference_plane]
     else:
         for i in range(planes):
-            deblurred = deconvolve_plane(
-                read_plane(stack, i), kernel, device=kwargs.get("device", "auto"), method=nonblind_method
-            )
+            plane = read_plane(stack, i)
+            problem = plane_problem(plane)
+            if problem is None:
+                deblurred = deconvolve_plane(
+                    plane, kernel, device=kwargs.get("device", "auto"), method=nonblind_method
+                )
+            else:
+                passed_through[i] = problem
+                deblurred = plane.astype(np.float32)
             out[i] = deblurred
             record = Progress(
                 stage="planes", step=i + 1, total=planes, loss=estimate.final_loss, image=deblurred, kernel=kernel,
@@ -189,43 +248,55 @@ def _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs
                 break
     _keep_input(stack, out, unfinished)
     report = stack_report(
-        "shared", planes, kshape, [BlindRun.of(reference_plane, estimate)], device=str(kwargs.get("device", "auto")),
-        reference_plane=reference_plane, nonblind_method=nonblind_method, unfinished=unfinished,
-        interrupted=interrupted,
+        "shared", planes, kernel.shape, [BlindRun.of(reference_plane, estimate)],
+        device=str(kwargs.get("device", "auto")), reference_plane=reference_plane, nonblind_method=nonblind_method,
+        unfinished=unfinished, interrupted=interrupted, passed_through=passed_through, notes=notes,
     )  # fmt: skip
     return _result(out, report, [estimate], start, interrupted, unfinished, kernel=kernel)
 
 
-def _per_plane(stack, planes, kshape, out, warm_planes, warm_iterations, kwargs) -> Generator[Progress, Any, StackResult]:
+def _per_plane(stack, planes, kshape, out, warm_planes, warm_iterations, kwargs, notes) -> Generator[Progress, Any, StackResult]:
     start = time.perf_counter()
-    results: list[DeblurResult] = []
+    results: list[tuple[int, DeblurResult]] = []
     unfinished: list[int] = []
+    passed_through: dict[int, str] = {}
     interrupted = None
     previous = first = None
     for i in range(planes):
+        plane = read_plane(stack, i)
+        problem = plane_problem(plane)
+        if problem is not None:
+            passed_through[i] = problem
+            out[i] = plane.astype(np.float32)
+            continue
+        # "auto": the first plane run measures the size, and every other plane uses it.
+        size = kshape if kshape is not None else (tuple(first.kernel.shape) if first else AUTO)
         warm = warm_planes and previous is not None and previous.warm_start is not None
         if warm:
             iterations = warm_iteration_count(first.params["config"]["iterations"], warm_iterations)
-            steps = deblur_steps(read_plane(stack, i), kshape, warm_start=previous, **{**kwargs, "iterations": iterations})
+            steps = deblur_steps(plane, size, warm_start=previous, **{**kwargs, "iterations": iterations})
         else:
-            steps = deblur_steps(read_plane(stack, i), kshape, **kwargs)
+            steps = deblur_steps(plane, size, **kwargs)
         result, _ = yield from relay(steps, _on_plane(i, planes))
-        if not warm:
+        if first is None:
             first = result
         previous = result
         out[i] = result.image
-        results.append(result)
+        results.append((i, result))
         if result.cancelled:
             interrupted = i
             unfinished = list(range(i + 1, planes))
             break
+    if not results:
+        raise ValueError(no_usable_plane(passed_through))
     _keep_input(stack, out, unfinished)
-    runs = [BlindRun.of(i, result) for i, result in enumerate(results)]
+    runs = [BlindRun.of(i, result) for i, result in results]
     report = stack_report(
-        "per-plane", planes, kshape, runs, device=str(kwargs.get("device", "auto")), warm_planes=warm_planes,
-        unfinished=unfinished, interrupted=interrupted,
+        "per-plane", planes, tuple(first.kernel.shape), runs, device=str(kwargs.get("device", "auto")),
+        warm_planes=warm_planes, unfinished=unfinished, interrupted=interrupted, passed_through=passed_through,
+        notes=notes,
     )  # fmt: skip
-    return _result(out, report, results, start, interrupted, unfinished)
+    return _result(out, report, [result for _, result in results], start, interrupted, unfinished)
 
 
 def _result(out, report, results, start, interrupted, unfinished, kernel=None) -> StackResult:
@@ -239,4 +310,5 @@ def _result(out, report, results, start, interrupted, unfinished, kernel=None) -
         final_loss=report.final_loss,
         kernel=kernel,
         histories=[np.asarray(result.history) for result in results],
+        warnings=report.warnings,
     )

@@ -13,17 +13,25 @@ the Dask tasks of :mod:`napari_selfmsnet.batch` execute the same steps, so the t
 cannot drift apart, and both describe the run with :func:`stack_report`. Planes are read one
 at a time (:func:`read_plane`), so NumPy, Dask and Zarr arrays and TIFF memory maps all work
 and a stack larger than memory is never loaded whole.
+
+A plane that cannot be deblurred (blank, or holding NaN or infinite values:
+:func:`plane_problem`) never stops a stack: it is passed through unchanged and named in the
+run's warnings, and the other planes finish. Shared mode estimates its kernel on a usable
+plane (:func:`select_reference_plane` skips the others). With ``kernel_size="auto"``, shared
+mode measures the size on the reference plane; per-plane mode on the first usable plane, and
+every other plane uses that size, so the kernels of a stack stay alike in shape.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .inputs import drop_alpha, image_array, image_problem
 from .kernel_step import delta_kernel
 from .nonblind import deconvolve
 from .records import DeblurResult
@@ -35,11 +43,15 @@ __all__ = [
     "WARM_FRACTION",
     "BlindRun",
     "StackReport",
+    "bad_plane_warning",
     "deconvolve_plane",
+    "no_usable_plane",
+    "plane_problem",
     "read_plane",
     "select_reference_plane",
     "stack_geometry",
     "stack_report",
+    "stack_without_alpha",
     "warm_iteration_count",
 ]
 
@@ -53,6 +65,30 @@ STACK_CHOICES: tuple[str, ...] = ("current", *STACK_MODES)
 #: phantom stack (benchmarks/warm_start.py) half keeps the cold runs' quality at half their
 #: generator work, while a quarter loses it (docs/benchmarks.md).
 WARM_FRACTION = 0.5
+
+
+class _WithoutAlpha:
+    """A stack of RGBA or grey-and-alpha planes seen without their alpha channel."""
+
+    def __init__(self, stack: Any) -> None:
+        self.stack = stack
+        shape = tuple(int(s) for s in stack.shape)
+        self.shape = (*shape[:-1], 3) if shape[-1] == 4 else shape[:-1]
+        self.dtype = getattr(stack, "dtype", None)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return drop_alpha(np.asarray(self.stack[index]))[0]
+
+
+def stack_without_alpha(stack: Any) -> tuple[Any, str | None]:
+    """A ``(P, H, W, 4)`` RGBA or ``(P, H, W, 2)`` grey-and-alpha stack seen without its alpha
+    channel (planes are read and cut one at a time), with the warning that says so; any
+    other stack as it is, with None."""
+    shape = getattr(stack, "shape", None)
+    if shape is None or len(shape) != 4 or shape[-1] not in (2, 4):
+        return stack, None
+    what = "RGBA" if shape[-1] == 4 else "grey and alpha"
+    return _WithoutAlpha(stack), f"the stack's planes are {what}: their alpha channel was left out"
 
 
 def stack_geometry(stack: Any) -> tuple[int, tuple[int, ...]]:
@@ -75,6 +111,20 @@ def read_plane(stack: Any, index: int) -> np.ndarray:
     return np.asarray(stack[index])
 
 
+def plane_problem(plane: np.ndarray) -> str | None:
+    """Why ``plane`` cannot be deblurred (blank, NaN or infinite values, values a float32
+    result cannot hold: :func:`~.inputs.image_problem`), or None when it can.
+
+    A dtype or shape no plane of the stack could have raises instead (TypeError, ValueError).
+    """
+    return image_problem(image_array(plane))
+
+
+def bad_plane_warning(index: int, problem: str) -> str:
+    """The warning that names a plane passed through unchanged."""
+    return f"plane {index}: {problem}; the plane was passed through unchanged"
+
+
 def select_reference_plane(stack: Any) -> int:
     """The plane whose strongest edges carry the most energy: the best one to estimate a kernel on.
 
@@ -88,17 +138,41 @@ def select_reference_plane(stack: Any) -> int:
     int
         Index of the chosen plane (the first one on ties).
 
+    Raises
+    ------
+    ValueError
+        When no plane can be deblurred (:func:`plane_problem`); the message names each one's
+        problem.
+
     Notes
     -----
     The kernel estimate needs strong, well-separated edges; a plane that is blank or far out of
     focus has little gradient energy. The score is the sum of
     :func:`~napari_selfmsnet.engine.regions.edge_energy_map`: the squared gradient magnitudes at
     or above the 90th percentile of a plane smoothed with a Gaussian of sigma 1 pixel; it is
-    not normalised by brightness, so a bright in-focus plane wins over a dim one.
+    not normalised by brightness, so a bright in-focus plane wins over a dim one. Planes that
+    cannot be deblurred (:func:`plane_problem`) are never chosen.
     """
     planes, _ = stack_geometry(stack)
-    scores = [float(edge_energy_map(read_plane(stack, i)).sum()) for i in range(planes)]
+    scores, problems = [], {}
+    for i in range(planes):
+        plane = read_plane(stack, i)
+        problem = plane_problem(plane)
+        if problem is None:
+            scores.append(float(edge_energy_map(plane).sum()))
+        else:
+            problems[i] = problem
+            scores.append(-np.inf)
+    if len(problems) == planes:
+        raise ValueError(no_usable_plane(problems))
     return int(np.argmax(scores))
+
+
+def no_usable_plane(problems: dict[int, str]) -> str:
+    """The message of a stack none of whose planes can be deblurred."""
+    listed = "; ".join(f"plane {i}: {why}" for i, why in list(problems.items())[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"no plane of the stack can be deblurred: {listed}{more}"
 
 
 def deconvolve_plane(
@@ -142,7 +216,8 @@ def warm_iteration_count(cold_iterations: int, warm_iterations: int | None = Non
 
 @dataclass(frozen=True)
 class BlindRun:
-    """What a stack keeps of one blind run: its plane, kernel, parameters, final loss and device.
+    """What a stack keeps of one blind run: its plane, kernel, parameters, final loss, device
+    and the run's warnings.
 
     Made from a :class:`~.records.DeblurResult` by :meth:`of`, in this process or in a Dask
     task (which sends this, not the image, back to the client).
@@ -153,10 +228,14 @@ class BlindRun:
     params: dict[str, Any]
     final_loss: float
     device: str
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, plane: int, result: DeblurResult) -> BlindRun:
-        return cls(plane, np.asarray(result.kernel, dtype=np.float32), result.params, result.final_loss, result.device)
+        return cls(
+            plane, np.asarray(result.kernel, dtype=np.float32), result.params, result.final_loss, result.device,
+            tuple(result.warnings),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -167,16 +246,20 @@ class StackReport:
     ``reference_plane`` and ``nonblind_method`` (shared mode, else None), ``warm_planes``
     (per-plane mode, else None), ``plane_params`` (per plane in per-plane mode, None for a
     plane never run; the reference run's in shared mode), ``plane_final_losses`` (alike),
-    ``unfinished_planes`` and ``interrupted_plane``. ``kernels`` ``(P, kh, kw)``: the shared
-    kernel repeated, or each plane's (a delta kernel for a plane never run, which is what its
-    output, the input unchanged, corresponds to). ``final_loss``: the reference run's, or the
-    mean over the planes that ran (NaN when none did).
+    ``unfinished_planes``, ``interrupted_plane`` and ``passed_through_planes`` (planes that
+    could not be deblurred and are the input unchanged). ``kernels`` ``(P, kh, kw)``: the
+    shared kernel repeated, or each plane's (a delta kernel for a plane never run or passed
+    through, which is what its output, the input unchanged, corresponds to). ``final_loss``: the reference
+    run's, or the mean over the planes that ran (NaN when none did). ``warnings``: the
+    stack's own (``notes``), then per plane in order, each prefixed with its plane: why it
+    was passed through, or its run's warnings.
     """
 
     params: dict[str, Any]
     kernels: np.ndarray
     final_loss: float
     device: str
+    warnings: list[str]
 
 
 def stack_report(
@@ -191,17 +274,25 @@ def stack_report(
     warm_planes: bool | None = None,
     unfinished: Sequence[int] = (),
     interrupted: int | None = None,
+    passed_through: Mapping[int, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> StackReport:
     """The one description of a stack run, from its blind runs (local or Dask alike).
 
     ``runs``: the reference plane's run in shared mode, every plane's that ran in per-plane
-    mode. ``device``: reported when no run did (else the last run's).
+    mode. ``device``: reported when no run did (else the last run's). ``kernel_shape``: the
+    size the planes were run with (the measured one for ``kernel_size="auto"``).
+    ``passed_through``: the planes passed through unchanged, with why; ``notes``: warnings
+    about the whole stack (an alpha channel left out, another reference plane chosen).
     """
+    passed_through = dict(sorted((passed_through or {}).items()))
     if mode not in STACK_MODES:
         raise ValueError(f"mode must be one of {STACK_MODES}, got {mode!r}")
     if mode == "shared":
         (run,) = runs
         kernels = np.repeat(run.kernel[None], planes, axis=0)
+        for i in passed_through:  # their output is the input: no kernel was applied
+            kernels[i] = delta_kernel(tuple(run.kernel.shape)).numpy()
         plane_params, losses = [run.params], [run.final_loss]
         final_loss = run.final_loss
     else:
@@ -223,5 +314,11 @@ def stack_report(
         "plane_final_losses": losses,
         "unfinished_planes": list(unfinished),
         "interrupted_plane": interrupted,
+        "passed_through_planes": list(passed_through),
     }
-    return StackReport(params, kernels, final_loss, runs[-1].device if runs else device)
+    warnings = list(notes)
+    by_plane = {i: [bad_plane_warning(i, why)] for i, why in passed_through.items()}
+    for run in runs:
+        by_plane.setdefault(run.plane, []).extend(f"plane {run.plane}: {w}" for w in run.warnings)
+    warnings += [w for i in sorted(by_plane) for w in by_plane[i]]
+    return StackReport(params, kernels, final_loss, runs[-1].device if runs else device, warnings)

@@ -102,6 +102,57 @@ class TestReadImageWithMetadata:
         with pytest.raises(FileNotFoundError, match="no such image file"):
             io.read_image_with_metadata(tmp_path / "nope.tif")
 
+    @pytest.mark.parametrize("name", ["x.png", "x.jpg", "x.tif"])
+    def test_empty_file_says_so(self, tmp_path, name):
+        (tmp_path / name).write_bytes(b"")
+        for read in (io.read_image_with_metadata, io.read_metadata, io.read_image):
+            with pytest.raises(ValueError, match=r"x\.\w+: the file is empty \(0 bytes\)"):
+                read(tmp_path / name)
+
+    @pytest.mark.parametrize(("name", "kind"), [("x.png", "PNG"), ("x.jpg", "JPEG")])
+    def test_corrupt_file_says_so_and_not_to_install_plugins(self, tmp_path, rng, name, kind):
+        iio.imwrite(tmp_path / name, (rng.random((16, 16)) * 255).astype(np.uint8))
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:30])  # truncated
+        for read in (io.read_image_with_metadata, io.read_metadata):
+            with pytest.raises(ValueError, match=f"cannot decode it as a {kind} image: the file is corrupt") as info:
+                read(tmp_path / name)
+            assert "pip install" not in str(info.value)
+
+
+class TestAlphaIsLeftOut:
+    def test_rgba_png(self, tmp_path, rng):
+        rgba = (rng.random((10, 12, 4)) * 255).astype(np.uint8)
+        iio.imwrite(tmp_path / "a.png", rgba)
+        image, meta = io.read_image_with_metadata(tmp_path / "a.png")
+        np.testing.assert_array_equal(image, rgba[..., :3])
+        assert (meta.axes, meta.shape) == ("YXS", (10, 12, 3)) and "RGBA: its alpha channel was left out" in meta.notes[0]
+        assert io.read_metadata(tmp_path / "a.png") == meta and meta.to_dict()["notes"] == list(meta.notes)
+
+    def test_grey_alpha_png(self, tmp_path, rng):
+        grey_alpha = (rng.random((10, 12, 2)) * 255).astype(np.uint8)
+        iio.imwrite(tmp_path / "a.png", grey_alpha)
+        image, meta = io.read_image_with_metadata(tmp_path / "a.png")
+        np.testing.assert_array_equal(image, grey_alpha[..., 0])
+        assert (meta.axes, meta.shape) == ("YX", (10, 12)) and "grey and alpha" in meta.notes[0]
+
+    def test_rgba_tiff_stack_stays_lazy(self, tmp_path, rng):
+        data = (rng.random((3, 10, 12, 4)) * 255).astype(np.uint8)
+        tifffile.imwrite(tmp_path / "s.tif", data, photometric="rgb", metadata={"axes": "ZYXS"})
+        image, meta = io.read_image_with_metadata(tmp_path / "s.tif", lazy=True)
+        assert hasattr(image, "compute") and image.shape == (3, 10, 12, 3) and meta.axes == "ZYXS"
+        np.testing.assert_array_equal(np.asarray(image), data[..., :3])
+        assert len(io.Planes(image, meta.axes)) == 3  # planes, not 4 sample "planes"
+
+
+class TestDtypesAsStored:
+    @pytest.mark.parametrize("dtype", ["int64", ">u2", ">f4"])
+    def test_int64_and_big_endian_tiffs(self, tmp_path, rng, dtype):
+        data = (rng.random((10, 12)) * 1000).astype(dtype)
+        tifffile.imwrite(tmp_path / "x.tif", data, byteorder=np.dtype(dtype).byteorder.replace("=", "<"))
+        image, meta = io.read_image_with_metadata(tmp_path / "x.tif")
+        np.testing.assert_array_equal(image, data)
+        assert np.dtype(meta.dtype).newbyteorder("=") == np.dtype(dtype).newbyteorder("=")
+
 
 class TestPlanes:
     def test_flattens_stack_axes_in_order(self):

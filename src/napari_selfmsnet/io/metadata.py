@@ -58,6 +58,9 @@ class ImageMetadata:
         ``"ome-tiff"``, ``"imagej-tiff"``, ``"tiff"``, ``"png"``, ``"jpeg"`` or ``"image"``.
     path : str
         The file it came from.
+    notes : tuple of str
+        What reading changed about the stored image, to be reported (an alpha channel left
+        out: ``axes`` and ``shape`` then describe the image as read).
     """
 
     axes: str
@@ -70,6 +73,7 @@ class ImageMetadata:
     source: str = "image"
     path: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (for the run report)."""
@@ -77,7 +81,7 @@ class ImageMetadata:
             "axes": self.axes, "shape": list(self.shape), "dtype": self.dtype,
             "pixel_size": list(self.pixel_size) if self.pixel_size else None,
             "z_spacing": self.z_spacing, "unit": self.unit,
-            "time_interval": self.time_interval, "source": self.source,
+            "time_interval": self.time_interval, "source": self.source, "notes": list(self.notes),
         }  # fmt: skip
 
 

@@ -3,6 +3,11 @@
 TIFF (OME-TIFF, ImageJ hyperstacks, plain) is read with tifffile, keeping the axes
 (``series.axes``) and the pixel size; PNG and JPEG through imageio (RGB as axes ``"YXS"``).
 A TIFF stack can be read lazily, one page per plane, as a Dask array.
+
+Samples (``S``) of size 4 (RGBA) or 2 (grey and alpha) hold an alpha channel, a mask rather
+than an image of the scene: it is left out on reading (RGB, or grey without ``S``), and the
+metadata's ``notes`` say so, for the run's report. A file that is empty or cannot be decoded
+raises a ValueError that says so.
 """
 
 from __future__ import annotations
@@ -36,9 +41,27 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
+    _check_not_empty(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
         return tifffile.imread(path)
-    return np.asarray(iio.imread(path))
+    return np.asarray(_decode(iio.imread, path))
+
+
+def _check_not_empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes); it holds no image")
+
+
+def _decode(read: Any, path: Path) -> Any:
+    """``read(path)`` (imageio), with its failures said as what they mean: a corrupt file."""
+    try:
+        return read(path)
+    except Exception as err:  # imageio raises OSError, ValueError, SyntaxError... by plugin
+        kind = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix.lstrip(".").upper()
+        # imageio's own message may suggest installing plugins, which would not help here.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        why = "" if "plugin" in str(err) or "backend" in first or len(first) > 120 else f" ({first})"
+        raise ValueError(f"{path}: cannot decode it as a {kind} image: the file is corrupt or not a {kind}{why}") from err
 
 
 def _unit(value: Any) -> str | None:
@@ -109,7 +132,7 @@ def _page_reader(path: Path, series: Any, axes: str) -> Any | None:
     page_shape = tuple(series.keyframe.shape)
     shape = tuple(series.shape)
     n_lead = len(shape) - len(page_shape)
-    plane_axes = "YXS" if dict(zip(axes, shape, strict=True)).get("S") == 3 else "YX"
+    plane_axes = "YXS" if dict(zip(axes, shape, strict=True)).get("S") in (2, 3, 4) else "YX"
     if n_lead < 0 or shape[n_lead:] != page_shape or axes[n_lead:] != plane_axes:
         return None
     if len(series.pages) != math.prod(shape[:n_lead]):
@@ -158,6 +181,7 @@ def read_image_with_metadata(
 def _read(path: Path, axes: str | None, *, lazy: bool, pixels: bool) -> tuple[Any, ImageMetadata]:
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
+    _check_not_empty(path)
     suffix = path.suffix.lower()
     data = None
     if suffix in TIFF_SUFFIXES:
@@ -174,10 +198,10 @@ def _read(path: Path, axes: str | None, *, lazy: bool, pixels: bool) -> tuple[An
                     data = series.asarray()
     elif suffix in IMAGE_SUFFIXES:
         if pixels:
-            data = np.asarray(iio.imread(path))
+            data = np.asarray(_decode(iio.imread, path))
             shape, dtype = data.shape, data.dtype
         else:
-            props = iio.improps(path)
+            props = _decode(iio.improps, path)
             shape, dtype = tuple(props.shape), props.dtype
         default = {2: "YX", 3: "YXS"}.get(len(shape), "")
         file_axes = normalise_axes(axes or default, shape)
@@ -185,8 +209,28 @@ def _read(path: Path, axes: str | None, *, lazy: bool, pixels: bool) -> tuple[An
         fields = {}
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {IMAGE_SUFFIXES}")
+    data, file_axes, shape, notes = _without_alpha(data, file_axes, tuple(int(s) for s in shape))
     meta = ImageMetadata(
-        axes=file_axes, shape=tuple(int(s) for s in shape), dtype=np.dtype(dtype).str,
-        source=source, path=str(path), **fields,
+        axes=file_axes, shape=shape, dtype=np.dtype(dtype).str, source=source, path=str(path), notes=notes, **fields,
     )  # fmt: skip
     return data, meta
+
+
+def _without_alpha(
+    data: Any, axes: str, shape: tuple[int, ...]
+) -> tuple[Any, str, tuple[int, ...], tuple[str, ...]]:
+    """Leave out the alpha channel of RGBA (``S`` = 4) or grey-and-alpha (``S`` = 2) samples."""
+    samples = dict(zip(axes, shape, strict=True)).get("S")
+    if samples not in (2, 4):
+        return data, axes, shape, ()
+    at = axes.index("S")
+    keep = slice(0, 3) if samples == 4 else 0
+    if data is not None:
+        data = data[(slice(None),) * at + (keep,)]
+    if samples == 4:
+        axes, shape = axes, (*shape[:at], 3, *shape[at + 1 :])
+        note = "the file is RGBA: its alpha channel was left out (only the RGB channels were read)"
+    else:
+        axes, shape = axes[:at] + axes[at + 1 :], shape[:at] + shape[at + 1 :]
+        note = "the file is grey and alpha: its alpha channel was left out (only the grey channel was read)"
+    return data, axes, shape, (note,)

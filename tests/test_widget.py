@@ -1,14 +1,17 @@
-"""The napari widget, end to end under Xvfb: runs, cancel, stacks, odd inputs, the manifest.
+"""The napari widget, end to end under Xvfb: runs, kernel size, progress, cancel at every
+stage, stacks, odd inputs, the manifest and the menus.
 
 Runs are tiny (about 40 x 40 pixels, a few iterations of Self-MSNet-S) so the file takes a
-couple of minutes on 2 CPU cores; image quality is tested elsewhere.
+few minutes on 2 CPU cores; image quality is tested elsewhere.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,9 +22,10 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_selfmsnet._napari.layers import PlaneStack, describe_layer, shapes_region  # noqa: E402
+from napari_selfmsnet.engine.records import STAGES, Progress  # noqa: E402
 
 PLUGIN = "napari-selfmsnet"
-WIDGET = "Blind deblur (Self-MSNet)"
+WIDGET = "Blind deblur"
 RUN_TIMEOUT_MS = 180_000
 
 
@@ -36,6 +40,18 @@ def _blurred(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.uint16) 
     return (data * (200 if dtype == np.uint8 else 4000) + 10).astype(dtype)
 
 
+@pytest.fixture(autouse=True)
+def light_fast_preset(monkeypatch):
+    """The widget's runs here check bookkeeping, not quality: the "fast" preset with 2 polish
+    rounds, no second blind run and 20 solver iterations keeps each run to a few seconds."""
+    from dataclasses import replace
+
+    from napari_selfmsnet.engine import config, nonblind
+
+    monkeypatch.setitem(config.PRESETS, "fast", replace(config.PRESETS["fast"], polish_rounds=2, retries=0))
+    monkeypatch.setitem(nonblind.DEFAULT_ITERATIONS, "sparse", 20)
+
+
 @pytest.fixture
 def viewer_widget(make_napari_viewer):
     """A viewer and the plugin's widget, docked the way a user opens it from the Plugins menu."""
@@ -46,8 +62,10 @@ def viewer_widget(make_napari_viewer):
 
 def _configure(widget, *, kernel_size=5, iterations=1, method="self-msnet-s") -> None:
     # One iteration is enough where only shapes and bookkeeping are checked (the engine's
-    # own tests check what the iterations achieve).
-    widget.kernel_size.value = kernel_size
+    # own tests check what the iterations achieve). kernel_size="auto" measures it.
+    widget.auto_kernel_size.value = kernel_size == "auto"
+    if kernel_size != "auto":
+        widget.kernel_size.value = kernel_size
     widget.method.value = method
     widget.iterations.value = iterations
     widget.device.value = "cpu"
@@ -65,6 +83,13 @@ def _shown(control) -> bool:
     # magicgui's .visible is Qt's isVisible(), False while the (test) window is not shown;
     # isHidden() tells whether the widget itself was hidden.
     return not control.native.isHidden()
+
+
+def _edges(layer) -> np.ndarray:
+    """World coordinates of a 2-D layer's top-left and bottom-right pixel edges."""
+    scale, translate = np.asarray(layer.scale), np.asarray(layer.translate)
+    top_left = translate - scale / 2
+    return np.array([top_left, top_left + np.asarray(layer.data.shape[-2:]) * scale])
 
 
 def _errors(notifications) -> list[str]:
@@ -194,7 +219,6 @@ def test_run_adds_deblurred_image_and_kernel(viewer_widget, qtbot, rng):
     assert kernel.data.min() >= 0 and np.isclose(kernel.data.sum(), 1.0, atol=1e-5)
     np.testing.assert_allclose(result.scale, (0.5, 0.25))
     np.testing.assert_allclose(result.translate, (3.0, 4.0))
-    np.testing.assert_allclose(kernel.scale, (0.5, 0.25))
     assert tuple(result.axis_labels) == ("y", "x")
     np.testing.assert_allclose(result.contrast_limits, (10, 3000))
     assert kernel.colormap.name == "inferno"
@@ -203,18 +227,43 @@ def test_run_adds_deblurred_image_and_kernel(viewer_widget, qtbot, rng):
     for new in (result, kernel):
         meta = new.metadata
         assert meta["source_layer"] == "cells" and meta["method"] == "self-msnet-s"
-        assert meta["iterations"] == 5 and meta["kernel_size"] == 7 and meta["device"] == "cpu"
+        assert meta["iterations"] == 5 and meta["device"] == "cpu"
+        assert meta["kernel_size"] == 7 and meta["kernel_size_requested"] == 7 and meta["kernel_size_source"] == "given"
+        # The layer has a scale but names no unit: the size in its scale units too (7 x 0.25).
+        assert meta["kernel_extent"] == pytest.approx(1.75) and meta["kernel_extent_unit"] == "scale units"
         assert meta["elapsed_s"] > 0 and np.isfinite(meta["final_loss"]) and meta["cancelled"] is False
-        assert meta["params"]["preset"] == "fast"
+        assert meta["params"]["preset"] == "fast" and meta["params"]["kernel_size"] == [7, 7]
+        assert isinstance(meta["warnings"], list)
     np.testing.assert_array_equal(layer.data, original)
     assert layer.data.dtype == np.uint16
     assert "cells preview" not in viewer.layers
     assert widget.worker is None and widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.progress_bar.value == widget.progress_bar.max
-    assert widget.status.value.startswith("done")
+    assert widget.status.value.startswith("done") and "kernel 7 x 7 px (given)" in widget.status.value
     assert yielded[0] == "started" and any(getattr(record, "step", 0) >= 1 for record in yielded)
+    # Every stage of the run reached the GUI (the first record of each always goes through).
+    assert [s for s, _ in itertools.groupby(r.stage for r in yielded[1:])][:3] == ["blind", "polish", "deconvolve"]
     # The active layer moved to the results, but the widget keeps the input selected.
     assert widget.image_layer.value.name == "cells"
+
+
+def test_kernel_is_shown_beside_the_image_at_a_readable_size(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (48, 64)), name="cells", scale=(0.5, 0.25), translate=(3.0, 4.0))
+    _configure(widget, kernel_size=5, iterations=1)
+    _run_to_end(qtbot, widget)
+    image, kernel = viewer.layers["cells deblurred"], viewer.layers["cells kernel"]
+    (image_top, image_left), (image_bottom, image_right) = _edges(image)
+    (kernel_top, kernel_left), (kernel_bottom, kernel_right) = _edges(kernel)
+    # Right of the image (not over its corner), top edges level, a third of its height.
+    assert kernel_left > image_right
+    assert kernel_top == pytest.approx(image_top)
+    assert (kernel_bottom - kernel_top) / (image_bottom - image_top) == pytest.approx(1 / 3, abs=0.06)
+    zoom = kernel.metadata["kernel_display_zoom"]
+    assert zoom == 3 and kernel.data.shape == (5, 5)  # round(48 / 3 / 5)
+    np.testing.assert_allclose(kernel.scale, (0.5 * zoom, 0.25 * zoom))
+    # What one kernel pixel really is: the image's pixel.
+    assert kernel.metadata["kernel_pixel_size"] == [0.5, 0.25]
 
 
 @pytest.mark.parametrize("where", ["widget", "activity dock"])
@@ -239,9 +288,9 @@ def test_cancel_stops_quickly_and_keeps_the_estimate(viewer_widget, qtbot, rng, 
         pass
     assert cancelled_at, "no progress record arrived before the run ended"
     assert time.monotonic() - cancelled_at[0] < 10
-    meta = viewer.layers["long deblurred"].metadata
+    meta = viewer.layers["long deblurred (cancelled)"].metadata
     assert meta["cancelled"] is True and meta["iterations_run"] < 5000
-    assert np.isclose(viewer.layers["long kernel"].data.sum(), 1.0, atol=1e-5)
+    assert np.isclose(viewer.layers["long kernel (cancelled)"].data.sum(), 1.0, atol=1e-5)
     assert widget.status.value.startswith("cancelled")
     assert any("cancelled" in n.message for n in notifications)
     assert widget.worker is None and widget.run_button.enabled
@@ -279,7 +328,10 @@ def test_stack_modes(viewer_widget, qtbot, rng, mode):
     if mode == "per-plane":
         assert kernel.data.shape == (3, 5, 5)
         np.testing.assert_allclose(kernel.data.sum(axis=(1, 2)), 1.0, atol=1e-5)
-        np.testing.assert_allclose(kernel.scale, (2.0, 0.5, 0.25))
+        # The stack of kernels follows the image's sliders; its planes are drawn beside the image.
+        zoom = kernel.metadata["kernel_display_zoom"]
+        np.testing.assert_allclose(kernel.scale, (2.0, 0.5 * zoom, 0.25 * zoom))
+        assert kernel.translate[0] == 1.0 and kernel.metadata["kernel_pixel_size"] == [0.5, 0.25]
         # Planes after the first start from the one before (the checkbox's default).
         assert result.metadata["warm_planes"] is True
         assert [p["warm_started"] for p in result.metadata["params"]["plane_params"]] == [False, True, True]
@@ -357,17 +409,39 @@ def test_nan_in_memory_is_refused_before_starting(viewer_widget, rng, notificati
     assert widget.status.value.startswith("error")
 
 
-def test_nan_in_lazy_plane_is_reported_from_the_worker(viewer_widget, qtbot, rng, notifications):
+@pytest.mark.parametrize(("lazy", "mode"), [(True, "per-plane"), (False, "shared")])
+def test_a_nan_plane_of_a_stack_is_passed_through_and_named(viewer_widget, qtbot, rng, notifications, lazy, mode):
+    from napari.utils.notifications import NotificationSeverity
+
+    viewer, widget = viewer_widget
+    data = _blurred(rng, (3, 40, 40), dtype=np.float32)
+    data[1, 5, 5] = np.nan
+    viewer.add_image(_PlaneReadArray(data) if lazy else data, name="holes", contrast_limits=(0.0, 1.0))
+    _configure(widget)
+    widget.stack_mode.value = mode
+    _run_to_end(qtbot, widget)
+    assert not _errors(notifications)
+    warned = [n.message for n in notifications if n.severity == NotificationSeverity.WARNING]
+    assert any(m.startswith("holes: plane 1: ") and "passed through unchanged" in m for m in warned), warned
+    result = viewer.layers["holes deblurred"]
+    np.testing.assert_array_equal(result.data[1], data[1])  # unchanged, NaN included
+    assert np.all(np.isfinite(result.data[[0, 2]]))
+    assert any(w.startswith("plane 1: ") for w in result.metadata["warnings"])
+    assert widget.status.value.startswith("done") and widget.run_button.enabled
+
+
+def test_nan_in_a_lazy_image_is_reported_from_the_worker(viewer_widget, qtbot, rng, notifications):
     viewer, widget = viewer_widget
     data = _blurred(rng, (2, 40, 40), dtype=np.float32)
     data[1, 5, 5] = np.nan
     viewer.add_image(_PlaneReadArray(data), name="lazy", contrast_limits=(0.0, 1.0))
+    viewer.dims.set_current_step(0, 1)
     _configure(widget)
-    widget.stack_mode.value = "per-plane"
+    widget.stack_mode.value = "current"
     _run_to_end(qtbot, widget)
     assert any("plane (1,) of layer 'lazy' contains NaN" in m for m in _errors(notifications))
     assert "lazy deblurred" not in viewer.layers
-    assert widget.run_button.enabled
+    assert widget.status.value.startswith("failed") and widget.run_button.enabled
 
 
 def test_constant_image_is_reported_from_the_worker(viewer_widget, qtbot, notifications):
@@ -551,6 +625,7 @@ def test_preview_is_replaced_when_its_region_changes(viewer_widget, rng):
     viewer, widget = viewer_widget
     viewer.add_image(_blurred(rng, (2, 48, 48)), name="z", scale=(3.0, 0.5, 0.25), translate=(7.0, 3.0, 4.0))
     job = widget.build_job()
+    widget._job = job  # as while the job runs: a preview outside its run is removed at once
     widget._show_preview(job, np.zeros((24, 30), np.float32), [10, 16, 24, 30])
     first = viewer.layers["z preview"]
     np.testing.assert_allclose(first.translate, (8.0, 8.0))
@@ -564,6 +639,9 @@ def test_preview_is_replaced_when_its_region_changes(viewer_widget, rng):
     widget._show_preview(job, np.full((48, 48), 2, np.float32), None)
     assert viewer.layers["z preview"] is whole and whole.data.max() == 2
     assert [layer.name for layer in viewer.layers].count("z preview") == 1
+    widget._job = None  # the run ended: a late preview does not outlive it
+    widget._show_preview(job, np.full((48, 48), 3, np.float32), None)
+    assert "z preview" not in viewer.layers
 
 
 def test_per_plane_without_warm_start(viewer_widget, qtbot, rng):
@@ -573,17 +651,14 @@ def test_per_plane_without_warm_start(viewer_widget, qtbot, rng):
     assert not _shown(widget.warm_planes)
     widget.stack_mode.value = "per-plane"
     assert _shown(widget.warm_planes) and widget.warm_planes.value is True
-    # Warm planes run half the iterations, and the progress bar counts them so.
-    assert widget.build_job().total_steps == 4 + 2 + 2
     widget.warm_planes.value = False
-    assert widget.build_job().total_steps == 3 * 4
     widget.iterations.value = 2
     _run_to_end(qtbot, widget)
     meta = viewer.layers["z deblurred"].metadata
     assert meta["warm_planes"] is False and meta["params"]["warm_planes"] is False
     assert [plane["warm_started"] for plane in meta["params"]["plane_params"]] == [False] * 3
     assert [plane["config"]["iterations"] for plane in meta["params"]["plane_params"]] == [2] * 3
-    assert widget.progress_bar.value == widget.progress_bar.max == 6
+    assert widget.progress_bar.value == widget.progress_bar.max
 
 
 def test_progress_records_are_sparser_on_a_gpu(viewer_widget, rng, monkeypatch):
@@ -600,3 +675,355 @@ def test_progress_records_are_sparser_on_a_gpu(viewer_widget, rng, monkeypatch):
     monkeypatch.setattr(job_module, "resolve_device", lambda device: torch.device("cuda", 0))
     assert job.engine_kwargs()["progress_every"] == 10
     assert job.engine_kwargs()["preset"] == "fast"  # recorded by its name
+
+
+# -- kernel size ------------------------------------------------------------------------------
+
+
+def test_kernel_size_is_measured_by_default_and_recorded(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (48, 48)), name="cells")
+    assert widget.auto_kernel_size.value is True and not widget.kernel_size.enabled
+    assert widget.kernel_size_request() == "auto"
+    assert not _shown(widget.kernel_extent)  # plain pixels: no size in world units
+    widget.method.value = "self-msnet-s"
+    widget.iterations.value = 2
+    widget.device.value = "cpu"
+    yielded = []
+    worker = widget.run()
+    worker.yielded.connect(yielded.append)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert yielded[1].stage == "size"  # the probes report before the blind fit
+    meta = viewer.layers["cells deblurred"].metadata
+    size = meta["kernel_size"]
+    assert isinstance(size, int) and size % 2 == 1 and viewer.layers["cells kernel"].data.shape == (size, size)
+    assert meta["kernel_size_requested"] == "auto" and meta["kernel_size_source"] == "measured"
+    assert meta["params"]["kernel_size_source"] == "measured"
+    assert f"kernel {size} x {size} px (measured)" in widget.status.value
+    # The measured size is shown (greyed while auto stays ticked).
+    assert widget.kernel_size.value == size and widget.auto_kernel_size.value is True
+
+
+def test_an_explicit_size_wins_and_can_be_given_in_physical_units(viewer_widget, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (64, 64)), name="cells", scale=(0.2, 0.25), units=("um", "um"))
+    assert _shown(widget.kernel_extent) and widget.kernel_extent.label == "kernel size, µm"
+    assert not widget.kernel_extent.enabled
+    widget.auto_kernel_size.value = False
+    assert widget.kernel_size.enabled and widget.kernel_extent.enabled
+    # 1.1 µm over the smaller pixel (0.2 µm) is 5.5 pixels: the next odd size holds it.
+    widget.kernel_extent.value = 1.1
+    assert widget.kernel_size.value == 7 and widget.kernel_extent.value == pytest.approx(1.1)
+    widget.kernel_extent.value = 1.0  # exactly 5 pixels: no rounding up by float error
+    assert widget.kernel_size.value == 5
+    widget.kernel_size.value = 9  # and the pixel size shows in µm
+    assert widget.kernel_extent.value == pytest.approx(1.8)
+    job = widget.build_job()
+    assert job.kernel_size == 9
+    metadata = job._kernel_size_metadata((9, 9))
+    assert metadata["kernel_extent"] == pytest.approx(1.8) and metadata["kernel_extent_unit"] == "µm"
+
+
+def test_a_layers_suggested_size_is_used_when_it_is_chosen(viewer_widget, rng):
+    viewer, widget = viewer_widget
+    viewer.open_sample(PLUGIN, "blurred")
+    sample = viewer.layers["blurred sample"]
+    assert widget.image_layer.value is sample
+    assert widget.auto_kernel_size.value is False and widget.kernel_size.value == 15
+    assert widget.build_job().kernel_size_source == "layer metadata"
+    # Another layer without a suggestion: back to auto; the sample again: its size again.
+    other = viewer.add_image(_blurred(rng, (48, 48)), name="other")
+    widget.image_layer.value = other
+    assert widget.auto_kernel_size.value is True
+    widget.image_layer.value = sample
+    assert widget.auto_kernel_size.value is False and widget.kernel_size.value == 15
+    # A size the user sets stays when the layer changes.
+    widget.kernel_size.value = 21
+    widget.image_layer.value = other
+    assert widget.auto_kernel_size.value is False and widget.kernel_size.value == 21
+    assert widget.build_job().kernel_size_source == "given"
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+def test_progress_is_told_stage_by_stage_with_time_left():
+    from napari_selfmsnet._napari.progress import RunProgress
+    from napari_selfmsnet.engine.records import Progress
+
+    now = [100.0]
+    progress = RunProgress(stack=False, clock=lambda: now[0])
+    assert progress.describe().startswith("starting")
+
+    def feed(stage, step, total, elapsed, **kw):
+        now[0] = 100.0 + elapsed
+        return progress.update(Progress(stage=stage, step=step, total=total, elapsed_s=elapsed, loss=0.5, **kw))
+
+    assert feed("size", 1, 240, 1.0)
+    assert not feed("size", 11, 240, 2.0)
+    assert progress.describe().startswith("measuring the kernel size (short probe runs; they stop once the blur fits)")
+    assert "about 23 s left in this stage" in progress.describe()  # 0.1 s a step, 229 to go
+    now[0] += 3.0  # no record for 3 s: the time left still goes down
+    assert "about 20 s left" in progress.describe()
+    assert feed("blind", 1, 120, 30.0) and progress.maximum == 120 and progress.value == 1
+    assert "estimating the time left" in progress.describe()
+    feed("blind", 61, 120, 36.0)
+    assert progress.describe().startswith("blind fit: iteration 61/120, loss 0.5 (36 s, about 6 s left")
+    assert feed("polish", 1, 10, 40.0) and progress.describe().startswith("polishing the kernel: round 1/10")
+    assert feed("deconvolve", 10, 200, 45.0) and progress.maximum == 200
+    # A second blind run (the self-check doubted the first): a new bar from 0, named so.
+    assert feed("blind", 1, 120, 50.0)
+    assert progress.value == 1 and progress.maximum == 120
+    assert progress.stage_label().startswith("blind fit, run 2 from another seed")
+    assert feed("deconvolve", 200, 200, 80.0)
+    assert "about 0 s left" in progress.describe()
+
+    stack = RunProgress(stack=True, clock=lambda: now[0])
+    stack.update(Progress(stage="blind", step=3, total=10, plane=1, planes=5))
+    assert stack.stage_label() == "plane 2/5: blind fit"
+    assert stack.update(Progress(stage="blind", step=1, total=5, plane=2, planes=5))
+    assert stack.stage_label() == "plane 3/5: blind fit"  # a new plane is not a second run
+    stack.update(Progress(stage="planes", step=2, total=5, plane=1, planes=5))
+    assert stack.describe().startswith("deconvolving the planes with the shared kernel: plane 2/5")
+
+
+def test_the_first_record_of_every_stage_reaches_the_gui(monkeypatch):
+    from napari_selfmsnet._napari import worker as worker_module
+    from napari_selfmsnet.engine.records import Progress
+
+    monkeypatch.setattr(worker_module, "PROGRESS_INTERVAL_S", 3600.0)
+    throttle = worker_module._Throttle()
+    records = [
+        Progress(stage="blind", step=1, total=3),
+        Progress(stage="blind", step=2, total=3),
+        Progress(stage="polish", step=1, total=2),
+        Progress(stage="polish", step=2, total=2),
+        Progress(stage="blind", step=1, total=3),
+        Progress(stage="blind", step=2, total=3, plane=1, planes=2),
+    ]
+    shown = [throttle(record) for record in records]
+    assert [r is not None for r in shown] == [True, False, True, False, True, True]
+
+
+# -- cancel at every stage ----------------------------------------------------------------------
+
+
+class _Gate:
+    """Wraps the engine's generator of every job: holds the run at the first record of the
+    stage to cancel in until the GUI has pressed Cancel (so the stop lands in that stage however
+    busy the machine is), and records what the engine yields once a stop was sent."""
+
+    def __init__(self, monkeypatch, at) -> None:
+        from napari_selfmsnet._napari.job import DeblurJob
+
+        self.at = at
+        self.cancelled = threading.Event()
+        self.stop_stages: list[str] = []  # the stage of every record a stop was sent at
+        self.held_stage: str | None = None
+        steps = DeblurJob.steps
+
+        def gated_steps(job):
+            inner = steps(job)
+
+            def relay():
+                try:
+                    record = next(inner)
+                    while True:
+                        stop = yield record
+                        if stop:
+                            self.stop_stages.append(record.stage)
+                        elif self.held_stage is None and self.at(record):
+                            self.held_stage = record.stage
+                            self.cancelled.wait(timeout=60)
+                        record = inner.send(stop)
+                except StopIteration as done:
+                    return done.value
+
+            return relay()
+
+        monkeypatch.setattr(DeblurJob, "steps", gated_steps)
+
+
+@pytest.mark.parametrize(
+    ("stage", "shape", "mode", "kernel_size"),
+    [
+        ("size", (48, 48), None, "auto"),
+        ("blind", (48, 48), None, 5),
+        ("polish", (48, 48), None, 5),
+        ("deconvolve", (48, 48), None, 5),
+        ("tiled", (160, 160), None, 5),
+        ("planes", (5, 40, 40), "shared", 5),
+        ("per-plane", (3, 40, 40), "per-plane", 5),
+    ],
+)
+def test_cancel_at_each_stage_stops_within_two_seconds(
+    viewer_widget, qtbot, rng, monkeypatch, stage, shape, mode, kernel_size
+):
+    from napari_selfmsnet.engine import nonblind
+
+    viewer, widget = viewer_widget
+    monkeypatch.setitem(nonblind.DEFAULT_ITERATIONS, "sparse", 60)  # deconvolution records beyond the one held
+    solved_tiled = []
+    if stage == "tiled":
+        # A memory budget so small that the frame's deconvolution is solved tile by tile.
+        from napari_selfmsnet.engine import tiling
+
+        # 1 MiB: the 160 x 160 frame needs about 3 MiB, a 69 x 69 tile (the smallest) 0.7 MiB.
+        monkeypatch.setattr(tiling, "memory_budget", lambda device="auto": 2**20)
+        solve_tiled = nonblind.solve_tiled
+        monkeypatch.setattr(nonblind, "solve_tiled", lambda *a, **k: solved_tiled.append(1) or solve_tiled(*a, **k))
+    target = {"tiled": "deconvolve", "per-plane": "blind"}.get(stage, stage)
+    gate = _Gate(monkeypatch, lambda r: r.stage == target and (stage != "per-plane" or r.plane == 1))
+    viewer.add_image(_blurred(rng, shape), name="x")
+    _configure(widget, kernel_size=kernel_size, iterations=20)
+    if mode is not None:
+        widget.stack_mode.value = mode
+    if stage == "tiled":
+        # The kernel from a 48 x 48 region (quick); the whole frame then deconvolved in tiles.
+        widget.region.value = viewer.add_shapes([_rectangle(10, 10, 58, 58)], shape_type="rectangle", name="roi")
+        viewer.layers.selection.active = viewer.layers["x"]
+
+    worker = widget.run()
+    cancelled_at, statuses = [], []
+
+    def on_record(record) -> None:
+        if not hasattr(record, "stage"):
+            return
+        if cancelled_at:
+            statuses.append(widget.status.value)
+        elif gate.held_stage is not None:
+            cancelled_at.append((time.monotonic(), time.process_time()))
+            widget.cancel_button.clicked.emit()
+            statuses.append(widget.status.value)
+            gate.cancelled.set()
+
+    worker.yielded.connect(on_record)
+    # The worker holds at the target stage until Cancel; a status tick may come first.
+    qtbot.waitUntil(lambda: gate.held_stage is not None, timeout=RUN_TIMEOUT_MS)
+    if not cancelled_at:
+        on_record(Progress(stage=target, step=0, total=1))
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    wall = time.monotonic() - cancelled_at[0][0]
+    cpu = time.process_time() - cancelled_at[0][1]
+    # The stop lands in the stage asked for; every solve after it ends at its first record, and
+    # no stage comes round again (no second blind run, no next plane).
+    assert gate.held_stage == target and gate.stop_stages[0] == target, gate.stop_stages
+    order = [STAGES.index(name) for name in gate.stop_stages]
+    assert order == sorted(order), gate.stop_stages
+    # Two seconds of work from Cancel to the result layers (the whole process's CPU time, all
+    # threads: what the wall clock shows on an idle machine; this one may be shared).
+    assert cpu < 2.0, (cpu, wall)
+    assert wall < 30.0
+    # "cancelling..." from the click until the run has stopped, then "cancelled".
+    assert statuses and all(s.startswith("cancelling...") for s in statuses), statuses
+    assert widget.status.value.startswith("cancelled: best estimate so far added")
+    result = viewer.layers["x deblurred (cancelled)"]
+    kernel = viewer.layers["x kernel (cancelled)"]
+    assert result.metadata["cancelled"] is True and kernel.metadata["cancelled"] is True
+    assert result.data.shape == shape and np.all(np.isfinite(result.data))
+    assert "x preview" not in viewer.layers
+    assert widget.worker is None and widget.run_button.enabled and not widget.cancel_button.enabled
+    assert widget.progress_bar.value < widget.progress_bar.max
+    if stage == "tiled":
+        assert solved_tiled
+    if mode is not None:
+        assert result.metadata["unfinished_planes"]  # the planes after the stop keep the input
+
+
+# -- warnings, menus --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [None, "shared"])
+def test_warnings_are_notified_shown_and_stored(viewer_widget, qtbot, rng, monkeypatch, notifications, mode):
+    from napari.utils.notifications import NotificationSeverity
+
+    from napari_selfmsnet._napari.job import DeblurJob
+
+    viewer, widget = viewer_widget
+    outcome = DeblurJob.outcome
+
+    def with_warning(job, result):
+        result.warnings = ["plane 2: the kernel is probably wrong; try another seed"]
+        return outcome(job, result)
+
+    monkeypatch.setattr(DeblurJob, "outcome", with_warning)
+    viewer.add_image(_blurred(rng, (40, 40) if mode is None else (2, 40, 40)), name="w")
+    _configure(widget)
+    if mode is not None:
+        widget.stack_mode.value = mode
+    _run_to_end(qtbot, widget)
+    warned = [n.message for n in notifications if n.severity == NotificationSeverity.WARNING]
+    assert warned == ["w: plane 2: the kernel is probably wrong; try another seed"]
+    assert widget.status.value.startswith("done") and "1 warning: plane 2: the kernel" in widget.status.value
+    for name in ("w deblurred", "w kernel"):
+        assert viewer.layers[name].metadata["warnings"] == ["plane 2: the kernel is probably wrong; try another seed"]
+
+
+def test_results_without_warnings_attribute_are_accepted(rng):
+    """A StackResult from an engine without plane checks has no ``warnings``: none are reported."""
+    from napari_selfmsnet._napari.job import make_job
+    from napari_selfmsnet.engine.records import StackResult
+
+    class Layer(_FakeLayer):
+        metadata: dict = {}
+
+        def world_to_data(self, point):
+            return np.zeros(3)
+
+    job = make_job(
+        Layer(rng.random((2, 40, 40)).astype(np.float32)), region="auto", kernel_size=5, method="self-msnet-s",
+        preset="fast", iterations=1, device="cpu", seed=0, stack_mode="shared", warm_planes=True, world_point=(0, 0, 0),
+    )  # fmt: skip
+    result = StackResult(
+        image=np.zeros((2, 40, 40), np.float32), kernels=np.zeros((2, 5, 5), np.float32),
+        params={"kernel_size": [5, 5]}, device="cpu", elapsed_s=1.0, kernel=np.zeros((5, 5), np.float32),
+    )  # fmt: skip
+    if hasattr(result, "warnings"):
+        del result.warnings
+    outcome = job.outcome(result)
+    assert outcome.warnings == [] and outcome.metadata["warnings"] == []
+
+
+def _menu_paths(viewer) -> list[str]:
+    """Every menu entry of the viewer's menu bar as napari shows it, "File > Open Sample > ..."."""
+    found = []
+
+    def walk(menu, prefix):
+        menu.aboutToShow.emit()  # napari fills some menus when they open
+        for action in menu.actions():
+            path = f"{prefix} > {action.text().replace('&', '')}"
+            found.append(path)
+            if action.menu() is not None:
+                walk(action.menu(), path)
+
+    for action in viewer.window._qt_window.menuBar().actions():
+        if action.menu() is not None:
+            walk(action.menu(), action.text().replace("&", ""))
+    return found
+
+
+def test_menus_read_as_the_docs_say(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    paths = _menu_paths(viewer)
+    ours = [p for p in paths if "Self-MSNet" in p or "deblur" in p.lower()]
+    # docs/usage.md and the README name these entries exactly.
+    assert set(ours) == {
+        "File > Open Sample > Self-MSNet",
+        "File > Open Sample > Self-MSNet > Blurred filaments and beads (uint16, drift blur)",
+        "File > Open Sample > Self-MSNet > Sharp original and true kernel (for comparison)",
+        "Plugins > Blind deblur (Self-MSNet)",
+        "Layers > Filter > Blind deblur (Self-MSNet)",
+    }, ours
+    docs = (Path(__file__).parents[1] / "docs" / "usage.md").read_text(encoding="utf-8")
+    for entry in ("Plugins > Blind deblur (Self-MSNet)", "Layers > Filter > Blind deblur (Self-MSNet)",
+                  "File > Open Sample > Self-MSNet > Blurred filaments and beads (uint16, drift blur)"):  # fmt: skip
+        assert entry in docs, entry
+    # The Layers > Filter entry opens the widget.
+    menu_bar = viewer.window._qt_window.menuBar()
+    layers_menu = next(a.menu() for a in menu_bar.actions() if a.text().replace("&", "") == "Layers")
+    filter_menu = next(a.menu() for a in layers_menu.actions() if a.text().replace("&", "") == "Filter")
+    entry = next(a for a in filter_menu.actions() if a.text() == "Blind deblur (Self-MSNet)")
+    entry.trigger()
+    qtbot.waitUntil(lambda: "Blind deblur (Self-MSNet)" in viewer.window._wrapped_dock_widgets, timeout=30_000)

@@ -19,20 +19,22 @@ from ..engine.config import METHOD_SCALES, PRESETS
 from ..engine.convolution import scale_geometry
 from ..engine.devices import resolve_device
 from ..engine.inputs import check_kernel_size
+from ..engine.kernel_size import AUTO
 from ..engine.pipeline import deblur_steps
 from ..engine.records import DeblurResult, Progress, StackResult
 from ..engine.regions import check_region
 from ..engine.stack import deblur_stack_steps
-from ..engine.stack_plan import warm_iteration_count
-from .layers import LayerSource, PlaneStack, describe_layer, shapes_region
+from .layers import LayerSource, PlaneStack, describe_layer, physical_pixel, shapes_region
 
-__all__ = ["DeblurJob", "JobOutcome", "make_job", "progress_step"]
+__all__ = ["DeblurJob", "JobOutcome", "make_job"]
 
 #: Blind-stage iterations between the engine's progress records on a GPU (the engine's own
 #: default). Each record reads the loss back to the host, which waits for the device's queued
 #: work, so a record every iteration would keep the GPU from running ahead; GPU iterations
 #: are short enough that Cancel (honoured at the next record) still acts promptly.
 _GPU_PROGRESS_EVERY = 10
+#: The smallest kernel a measured size can come out at: the image must be large enough for it.
+_SMALLEST_KERNEL = 5
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,15 @@ class DeblurJob:
     plane to deblur (``plane_index`` is its position on the leading axes in ``"current"`` mode).
     ``region`` is the engine's ``region`` argument (``"auto"``, ``"full"`` or
     ``(top, left, height, width)``; ``region_layer`` names the Shapes layer it came from);
-    ``warm_planes`` applies to ``"per-plane"`` mode.
+    ``warm_planes`` applies to ``"per-plane"`` mode. ``kernel_size`` is ``"auto"`` (measured
+    by the engine) or an odd size in pixels; ``kernel_size_source`` says where a given size
+    came from (``"given"``, or ``"layer metadata"`` for a sample's suggested size).
     """
 
     source: LayerSource
     planes: PlaneStack
     mode: str
-    kernel_size: int
+    kernel_size: int | str
     method: str
     preset: str
     iterations: int | None
@@ -59,32 +63,17 @@ class DeblurJob:
     region: str | tuple[int, int, int, int] = "auto"
     region_layer: str | None = None
     warm_planes: bool = True
+    kernel_size_source: str = "given"
+
+    @property
+    def all_planes(self) -> bool:
+        """True when the job deblurs every plane of a stack (``"shared"``, ``"per-plane"``)."""
+        return self.mode not in ("current", "single")
 
     @property
     def full_iterations(self) -> int:
         """Iterations of a blind run from scratch."""
         return self.iterations or PRESETS[self.preset].iterations
-
-    @property
-    def warm_iterations(self) -> int:
-        """Iterations of a warm-started plane (``deblur_stack``'s default for ``warm_iterations``)."""
-        return warm_iteration_count(self.full_iterations)
-
-    def plane_offset(self, plane: int) -> int:
-        """Per-plane mode: the progress-bar steps of the planes before ``plane``."""
-        if not self.warm_planes or plane == 0:
-            return plane * self.full_iterations
-        return self.full_iterations + (plane - 1) * self.warm_iterations
-
-    @property
-    def total_steps(self) -> int:
-        """Length of the progress bar: iterations, plus one step per plane deconvolved."""
-        iterations = self.full_iterations
-        if self.mode == "shared":
-            return iterations + len(self.planes)
-        if self.mode == "per-plane":
-            return self.plane_offset(len(self.planes))
-        return iterations
 
     @property
     def progress_every(self) -> int:
@@ -108,7 +97,7 @@ class DeblurJob:
 
     def steps(self) -> Generator[Progress, Any, DeblurResult | StackResult]:
         """The engine's generator for this job (checks its inputs at once)."""
-        if self.mode in ("current", "single"):
+        if not self.all_planes:
             return deblur_steps(self.planes[0], self.kernel_size, **self.engine_kwargs())
         warm = {"warm_planes": self.warm_planes} if self.mode == "per-plane" else {}
         return deblur_stack_steps(self.planes, self.kernel_size, mode=self.mode, **warm, **self.engine_kwargs())
@@ -129,13 +118,19 @@ class DeblurJob:
             else:
                 kernel = result.kernels.reshape(source.leading_shape + tuple(result.kernels.shape[1:]))
             extra = {"warm_planes": self.warm_planes} if self.mode == "per-plane" else {}
+            for key in ("unfinished_planes", "interrupted_plane"):
+                if key in result.params:
+                    extra[key] = result.params[key]
+        # StackResult carries warnings (plane-tagged) from engine versions that check planes.
+        warnings = [str(w) for w in getattr(result, "warnings", None) or []]
+        kernel_shape = tuple(int(k) for k in np.shape(kernel)[-2:])
         metadata = {
             "source_layer": source.name,
             "mode": self.mode,
             "method": self.method,
             "preset": self.preset,
             "iterations": self.full_iterations,
-            "kernel_size": self.kernel_size,
+            **self._kernel_size_metadata(kernel_shape),
             # As asked for; the rectangle each blind run used is params["region"] (per plane:
             # params["plane_params"][i]["region"]), which "auto" resolves.
             "region": list(self.region) if isinstance(self.region, tuple) else self.region,
@@ -146,6 +141,7 @@ class DeblurJob:
             "elapsed_s": float(result.elapsed_s),
             "final_loss": float(result.final_loss),
             "cancelled": bool(result.cancelled),
+            "warnings": warnings,
             "data_level": 0 if source.multiscale else None,
             **extra,
             "params": result.params,
@@ -155,14 +151,29 @@ class DeblurJob:
             kernel=np.asarray(kernel, dtype=np.float32),
             metadata=metadata,
             cancelled=bool(result.cancelled),
+            warnings=warnings,
         )
+
+    def _kernel_size_metadata(self, kernel_shape: tuple[int, int]) -> dict[str, Any]:
+        """The kernel size used (pixels, and world units when the layer has them), and where it came from."""
+        kh, kw = kernel_shape
+        meta: dict[str, Any] = {
+            "kernel_size": kh if kh == kw else [kh, kw],
+            "kernel_size_requested": self.kernel_size,
+            "kernel_size_source": "measured" if self.kernel_size == AUTO else self.kernel_size_source,
+        }
+        pixel = physical_pixel(self.source)
+        if pixel is not None:
+            meta["kernel_extent"] = max(kh, kw) * pixel.size
+            meta["kernel_extent_unit"] = pixel.unit
+        return meta
 
 
 def make_job(
     layer: Any,
     *,
     region: Any,
-    kernel_size: int,
+    kernel_size: int | str,
     method: str,
     preset: str,
     iterations: int | None,
@@ -171,17 +182,20 @@ def make_job(
     stack_mode: str,
     warm_planes: bool,
     world_point: Any,
+    kernel_size_source: str = "given",
 ) -> DeblurJob:
     """Check the widget's settings and the chosen Image ``layer``; the job to run.
 
     ``region`` is the region control's value (``"auto"``, ``"full"`` or a Shapes layer);
-    ``world_point`` the viewer's current position (it picks the plane of ``"current"`` mode).
+    ``kernel_size`` ``"auto"`` or an odd size in pixels (``kernel_size_source`` says where it
+    came from, for the results' metadata); ``world_point`` the viewer's current position (it
+    picks the plane of ``"current"`` mode).
 
     Raises
     ------
     ValueError, TypeError
         With a message for the user (no layer, even kernel size, kernel too large for the
-        image, unsupported dtype, NaN in in-memory data, no such device...).
+        image, unsupported dtype, NaN in the in-memory image to deblur, no such device...).
     """
     if layer is None:
         raise ValueError("no Image layer to deblur: open an image (or File > Open Sample) first")
@@ -190,13 +204,18 @@ def make_job(
         raise TypeError(f"layer {source.name!r} has dtype {source.dtype}; deblurring needs integer or float data")
     if source.rgb and source.channels not in (3, 4):
         raise ValueError(f"RGB layer {source.name!r} has {source.channels} channels; expected 3 or 4")
-    check_kernel_size(kernel_size, source.spatial_shape)
+    # A measured size is at least the smallest kernel: the image must hold that one.
+    checked_size = _SMALLEST_KERNEL if kernel_size == AUTO else kernel_size
     try:
-        scale_geometry(source.spatial_shape, (kernel_size, kernel_size), METHOD_SCALES[method])
+        check_kernel_size(checked_size, source.spatial_shape)
+        scale_geometry(source.spatial_shape, (checked_size, checked_size), METHOD_SCALES[method])
     except ValueError as err:
-        raise ValueError(f"{err} (image {source.spatial_shape[0]}x{source.spatial_shape[1]})") from None
+        h, w = source.spatial_shape
+        if kernel_size == AUTO:
+            raise ValueError(f"image {h}x{w} is too small to measure a kernel in: {err}") from None
+        raise ValueError(f"{err} (image {h}x{w})") from None
     resolve_device(device)
-    region, region_layer = _region(region, layer, source, kernel_size, method)
+    region, region_layer = _region(region, layer, source, checked_size, method)
 
     mode = stack_mode if source.is_stack else "single"
     plane_index = None
@@ -206,12 +225,12 @@ def make_job(
     elif mode == "single":
         planes = PlaneStack(source, [()])
     else:
-        planes = PlaneStack(source)
-    if isinstance(source.data, np.ndarray):
+        # A bad plane of a stack (blank, NaN) is the engine's to pass through and name.
+        planes = PlaneStack(source, check_finite=False)
+    if isinstance(source.data, np.ndarray) and mode in ("current", "single"):
         # In-memory data is cheap to check now, before a thread starts; lazy data is
-        # checked plane by plane as it is read (PlaneStack raises, the worker reports).
-        for i in range(len(planes)):
-            planes[i]
+        # checked as it is read (PlaneStack raises, the worker reports).
+        planes[0]
     return DeblurJob(
         source=source,
         planes=planes,
@@ -226,6 +245,7 @@ def make_job(
         region=region,
         region_layer=region_layer,
         warm_planes=warm_planes,
+        kernel_size_source=kernel_size_source,
     )
 
 
@@ -265,20 +285,5 @@ class JobOutcome:
     cancelled: bool = False
     #: A user-facing reason when the engine refused the input (the arrays are None then).
     error: str | None = None
-
-
-def progress_step(progress: Progress, job: DeblurJob) -> int:
-    """Position of a progress record on the widget's bar (0 .. ``job.total_steps``).
-
-    The bar counts blind-stage iterations (per plane in per-plane mode) and, in shared mode,
-    the planes deconvolved with the shared kernel; a run's polish and deconvolution records
-    sit at the end of its blind stage.
-    """
-    iterations = job.full_iterations
-    if progress.stage == "planes":
-        return iterations + progress.step
-    if job.mode == "per-plane":
-        plane = progress.plane or 0
-        done = progress.step if progress.stage == "blind" else job.plane_offset(plane + 1) - job.plane_offset(plane)
-        return job.plane_offset(plane) + done
-    return progress.step if progress.stage == "blind" else iterations
+    #: What the engine's self-check doubted about the result (``DeblurResult.warnings``).
+    warnings: list[str] = field(default_factory=list)

@@ -16,13 +16,19 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "KERNEL_DISPLAY_SHARE",
     "LayerSource",
+    "PhysicalPixel",
     "PlaneStack",
     "deblurred_layer_kwargs",
     "describe_layer",
+    "kernel_display",
     "kernel_layer_kwargs",
+    "physical_pixel",
+    "pixels_for_extent",
     "preview_layer_kwargs",
     "shapes_region",
+    "suggested_kernel_size",
 ]
 
 #: Integer dtypes the engine does not take directly; planes are read as float64 instead.
@@ -46,7 +52,10 @@ class LayerSource:
     scale, translate : tuple of float
         One entry per non-colour axis, as napari stores them.
     axis_labels, units : tuple of str or None
-        One entry per non-colour axis (None when the napari version has no such attribute).
+        One entry per non-colour axis (None when the napari version has no such attribute);
+        ``units`` as napari names them (``"micrometer"``, ``"pixel"``).
+    unit_symbols : tuple of str or None
+        The same units as short symbols for labels (``"µm"``, ``"pixel"``).
     contrast_limits : tuple of float
         The input's display range, given to the result so both look alike.
     colormap : str or None
@@ -63,6 +72,7 @@ class LayerSource:
     translate: tuple[float, ...]
     axis_labels: tuple[str, ...] | None
     units: tuple[str, ...] | None
+    unit_symbols: tuple[str, ...] | None
     contrast_limits: tuple[float, float]
     colormap: str | None
     multiscale: bool
@@ -126,10 +136,70 @@ def describe_layer(layer: Any) -> LayerSource:
         translate=tuple(float(t) for t in layer.translate),
         axis_labels=None if labels is None else tuple(str(a) for a in labels),
         units=None if units is None else tuple(str(u) for u in units),
+        unit_symbols=None if units is None else tuple(_symbol(u) for u in units),
         contrast_limits=tuple(float(c) for c in layer.contrast_limits),
         colormap=colormap,
         multiscale=multiscale,
     )
+
+
+def _symbol(unit: Any) -> str:
+    """A unit's short symbol (pint's ``~P`` format: ``micrometer`` -> ``µm``), else its name."""
+    try:
+        return format(unit, "~P") or str(unit)
+    except (TypeError, ValueError):  # a plain string, or an object without pint's formats
+        return str(unit)
+
+
+@dataclass(frozen=True)
+class PhysicalPixel:
+    """The size of one pixel of a layer in its world units, for sizes given in those units.
+
+    ``size`` is the smaller of the Y and X pixel sizes (a square kernel of ``n`` pixels then
+    spans at least ``n * size`` in both directions); ``unit`` is the unit's symbol, or
+    ``"scale units"`` when the layer has a scale but names no unit.
+    """
+
+    size: float
+    unit: str
+
+
+def physical_pixel(source: LayerSource) -> PhysicalPixel | None:
+    """The pixel size of ``source``'s Y and X axes, or None when the layer is in plain pixels.
+
+    A layer is in physical units when its last two axes have a scale other than 1 or a unit
+    other than napari's default ``"pixel"``.
+    """
+    sy, sx = source.scale[-2:]
+    symbols = source.unit_symbols[-2:] if source.unit_symbols else ("pixel", "pixel")
+    named = [u for u in symbols if u not in ("pixel", "px", "")]
+    if not named and sy == 1 and sx == 1:
+        return None
+    if not (sy > 0 and sx > 0):
+        return None
+    unit = named[-1] if named and len(set(named)) == 1 else "scale units"
+    return PhysicalPixel(size=float(min(sy, sx)), unit=unit)
+
+
+def pixels_for_extent(extent: float, pixel: PhysicalPixel) -> int:
+    """The odd kernel size in pixels (at least 3) that spans ``extent`` world units.
+
+    The extent is divided by the pixel size and rounded up to the next odd number, so the
+    kernel holds the whole extent (a hair of float error is not rounded up).
+    """
+    if not extent > 0:
+        raise ValueError(f"a kernel size in {pixel.unit} must be positive, got {extent!r}")
+    pixels = max(3, math.ceil(extent / pixel.size - 1e-6))
+    return pixels if pixels % 2 else pixels + 1
+
+
+def suggested_kernel_size(layer: Any) -> int | None:
+    """The odd kernel size a layer's ``metadata["suggested_kernel_size"]`` holds (the bundled
+    sample has one), or None when it has none or not an odd int of at least 3."""
+    value = (getattr(layer, "metadata", None) or {}).get("suggested_kernel_size")
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 3 and value % 2:
+        return int(value)
+    return None
 
 
 def shapes_region(shapes: Any, image: Any, spatial_shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -194,9 +264,8 @@ class PlaneStack:
     ``np.asarray(stack[i])``; this maps ``i`` onto the layer's leading axes (a 4-D
     ``(T, Z, Y, X)`` layer gives ``T * Z`` planes, T-major), so no reshape of the (possibly
     lazy) data is needed. Each plane read is also checked: an RGBA plane loses its alpha
-    channel, 64-bit integers become float64 (the engine takes up to 32-bit integers), and a
-    plane holding NaN or infinity raises a ``ValueError`` naming the plane, before the engine
-    sees it.
+    channel, 64-bit integers become float64, and (with ``check_finite``) a plane holding NaN or
+    infinity raises a ``ValueError`` naming the plane, before the engine sees it.
 
     Parameters
     ----------
@@ -204,10 +273,17 @@ class PlaneStack:
         The layer to read.
     indices : sequence of tuple of int, optional
         The leading-axis indices of the planes to expose, in order; by default all of them.
+    check_finite : bool
+        Refuse planes with NaN or infinite values. The stack modes leave that to the engine,
+        which passes such a plane through unchanged, names it in a warning and deblurs the
+        others.
     """
 
-    def __init__(self, source: LayerSource, indices: list[tuple[int, ...]] | None = None) -> None:
+    def __init__(
+        self, source: LayerSource, indices: list[tuple[int, ...]] | None = None, *, check_finite: bool = True
+    ) -> None:
         self.source = source
+        self.check_finite = check_finite
         if indices is None:
             indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*source.leading_shape)]
         if not indices:
@@ -230,7 +306,7 @@ class PlaneStack:
             plane = plane[..., :3]
         if plane.dtype in _WIDE_INTEGERS:
             plane = plane.astype(np.float64)
-        if plane.dtype.kind == "f" and not np.all(np.isfinite(plane)):
+        if self.check_finite and plane.dtype.kind == "f" and not np.all(np.isfinite(plane)):
             where = f"plane {position} of " if position else ""
             raise ValueError(
                 f"{where}layer {self.source.name!r} contains NaN or infinite values; "
@@ -283,23 +359,64 @@ def deblurred_layer_kwargs(source: LayerSource, metadata: dict[str, Any], *, sta
     return kwargs
 
 
+#: The kernel layer is drawn beside the image, enlarged (by a whole factor) until its height is
+#: about this share of the image's: a kernel shown at the image's pixel size is a speck.
+KERNEL_DISPLAY_SHARE = 1 / 3
+
+
+def kernel_display(
+    image_shape: tuple[int, int],
+    kernel_shape: tuple[int, ...],
+    scale: tuple[float, ...] = (1.0, 1.0),
+    translate: tuple[float, ...] = (0.0, 0.0),
+) -> tuple[int, tuple[float, float], tuple[float, float]]:
+    """Where a kernel's layer goes beside its image: ``(zoom, scale, translate)`` of its last two axes.
+
+    ``image_shape`` is ``(H, W)`` of the image, ``scale`` and ``translate`` its layer's (the
+    last two entries count). The kernel is enlarged by the whole factor ``zoom`` that makes
+    its height closest to :data:`KERNEL_DISPLAY_SHARE` of the image's (never shrunk), drawn
+    with the image's pixel size times ``zoom``, its top edge level with the image's and its
+    left edge a small gap (3 % of the image's width) right of the image's right edge, in
+    world coordinates.
+    """
+    h, w = image_shape
+    kh = int(kernel_shape[-2])
+    sy, sx = (float(v) for v in scale[-2:])
+    ty, tx = (float(v) for v in translate[-2:])
+    zoom = max(1, round(KERNEL_DISPLAY_SHARE * h / kh))
+    # napari puts pixel i's centre at translate + i * scale: edges are half a pixel out.
+    top = ty - sy / 2 + zoom * sy / 2
+    left = tx + (w - 0.5) * sx + 0.03 * w * sx + zoom * sx / 2
+    return zoom, (sy * zoom, sx * zoom), (top, left)
+
+
 def kernel_layer_kwargs(
     source: LayerSource, kernel: np.ndarray, metadata: dict[str, Any], *, stack: bool
 ) -> dict[str, Any]:
     """Keyword arguments of ``viewer.add_image`` for the kernel (or the stack of kernels).
 
-    The kernel takes the input's pixel size (its scale) so it appears at the physical size of
-    the blur; a per-plane stack of kernels also keeps the leading axes' scale and translate, so
-    it follows the same sliders as the image.
+    The kernel is placed beside the image, enlarged to a readable size
+    (:func:`kernel_display`); its metadata keeps what one pixel of it really is:
+    ``kernel_pixel_size`` (the image's pixel size, Y and X), ``kernel_units`` and
+    ``kernel_display_zoom``. A per-plane stack of kernels keeps the leading axes' scale and
+    translate, so it follows the same sliders as the image.
     """
     kwargs = _display_kwargs(source, keep_leading=stack)
+    zoom, scale, translate = kernel_display(source.spatial_shape, kernel.shape, source.scale, source.translate)
+    kwargs["scale"] = tuple(kwargs["scale"][:-2]) + scale
+    kwargs["translate"] = tuple(kwargs["translate"][:-2]) + translate
     peak = float(np.max(kernel)) if kernel.size else 1.0
     kwargs.update(
         name=f"{source.name} kernel",
         colormap="inferno",
         contrast_limits=(0.0, peak if peak > 0 else 1.0),
         interpolation2d="nearest",
-        metadata=metadata,
+        metadata={
+            **metadata,
+            "kernel_pixel_size": list(source.scale[-2:]),
+            "kernel_units": None if source.units is None else list(source.units[-2:]),
+            "kernel_display_zoom": zoom,
+        },
     )
     return kwargs
 

@@ -1,4 +1,4 @@
-"""Sample data for napari (File > Open Sample > napari-selfmsnet).
+"""Sample data for napari (File > Open Sample > Self-MSNet).
 
 The images come from :mod:`napari_selfmsnet.evaluation.sample` (a fixed-seed synthetic phantom of
 filaments and beads, blurred by a drift kernel, with Poisson noise), so napari, the
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.sample import SAMPLE_KERNEL_SIZE, blurred_sample, sample_kernel, sharp_sample
+from .layers import kernel_display
 
 __all__ = ["blurred_sample_data", "sharp_sample_data"]
 
@@ -36,10 +37,13 @@ def blurred_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
 
 
 def sharp_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
-    """The sharp original of the blurred sample, and the kernel that blurred it."""
+    """The sharp original of the blurred sample, and the kernel that blurred it (placed beside
+    the image and enlarged, as the widget places the kernel it finds)."""
+    sharp, kernel = np.array(sharp_sample()), np.array(sample_kernel())
+    zoom, scale, translate = kernel_display(sharp.shape, kernel.shape)
     return [
         (
-            np.array(sharp_sample()),
+            sharp,
             {
                 "name": "sharp sample",
                 "colormap": "gray",
@@ -48,12 +52,18 @@ def sharp_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
             "image",
         ),
         (
-            np.array(sample_kernel()),
+            kernel,
             {
                 "name": "true kernel",
                 "colormap": "inferno",
                 "interpolation2d": "nearest",
-                "metadata": {"description": "the drift kernel that blurred the sample (sums to 1)"},
+                "scale": scale,
+                "translate": translate,
+                "metadata": {
+                    "description": "the drift kernel that blurred the sample (sums to 1)",
+                    "kernel_pixel_size": [1.0, 1.0],
+                    "kernel_display_zoom": zoom,
+                },
             },
             "image",
         ),

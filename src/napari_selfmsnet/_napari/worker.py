@@ -31,15 +31,24 @@ PREVIEW_INTERVAL_S = 0.3
 
 class _Throttle:
     """Which records go to the GUI: at most one per ``PROGRESS_INTERVAL_S``, and the preview
-    image (and kernel) only if ``PREVIEW_INTERVAL_S`` passed since the last that carried one."""
+    image (and kernel) only if ``PREVIEW_INTERVAL_S`` passed since the last that carried one.
+
+    The first record of a new stage, plane or run (its step went back) always goes, so the
+    GUI knows at once what is running and times each stage from its start.
+    """
 
     def __init__(self) -> None:
         self._last_sent = -np.inf
         self._last_image = -np.inf
+        self._last: Progress | None = None
+
+    def _starts_segment(self, record: Progress) -> bool:
+        last, self._last = self._last, record
+        return last is None or (record.stage, record.plane) != (last.stage, last.plane) or record.step < last.step
 
     def __call__(self, record: Progress) -> Progress | None:
         now = time.monotonic()
-        if now - self._last_sent < PROGRESS_INTERVAL_S:
+        if not self._starts_segment(record) and now - self._last_sent < PROGRESS_INTERVAL_S:
             return None
         self._last_sent = now
         if record.image is not None and now - self._last_image >= PREVIEW_INTERVAL_S:

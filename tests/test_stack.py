@@ -316,7 +316,8 @@ class TestBadPlanes:
     def test_no_usable_plane_is_an_error_naming_each(self, mode):
         stack = np.zeros((3, 40, 40), np.float32)
         stack[1] = np.inf
-        with pytest.raises(ValueError, match=r"no plane of the stack can be deblurred: plane 0: image is constant .*; plane 1: image contains NaN or infinite"):
+        expected = r"no plane of the stack can be deblurred: plane 0: image is constant .*; plane 1: image contains NaN"
+        with pytest.raises(ValueError, match=expected):
             deblur_stack(stack, KSIZE, mode=mode, **TINY)
 
     def test_plane_warnings_are_collected_with_their_plane(self, monkeypatch):

@@ -90,7 +90,10 @@ def image_problem(array: np.ndarray) -> str | None:
             "(e.g. np.nan_to_num) before deblurring"
         )
     if np.max(array) == np.min(array):
-        return f"image is constant (every value is {np.min(array)}): there is no structure from which to estimate a blur kernel"
+        return (
+            f"image is constant (every value is {np.min(array)}): there is no structure from which to estimate "
+            "a blur kernel"
+        )
     return float32_problem(array)
 
 
@@ -101,8 +104,8 @@ def drop_alpha(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     if image.ndim < 3 or image.shape[-1] not in (2, 4):
         return image, None
     kept = image[..., :3] if image.shape[-1] == 4 else image[..., 0]
-    what = "RGBA" if image.shape[-1] == 4 else "grey and alpha"
-    return kept, f"the image is {what}: its alpha channel was left out (deblurred: the {'RGB' if image.shape[-1] == 4 else 'grey'} channels only)"
+    what, kept_what = ("RGBA", "RGB channels") if image.shape[-1] == 4 else ("grey and alpha", "grey channel")
+    return kept, f"the image is {what}: its alpha channel was left out (deblurred: the {kept_what} only)"
 
 
 def check_seed(seed: object) -> int:
@@ -141,12 +144,16 @@ def check_kernel_size(
         )
     h, w = image_shape
     if not _fits(size, (h, w), scales):
-        largest = largest_kernel((h, w), scales)
-        hint = f"the largest that fits is {largest[0]}" if largest[0] >= 3 else "the image is too small to deblur"
+        largest = largest_kernel((h, w), scales)[0]
+        single = largest_kernel((h, w))[0]
+        remedies = [f"kernel_size={largest} or smaller"] if largest >= 3 else []
+        if single > max(largest, 1) and tuple(scales) != (1.0,):
+            remedies.append(f"the single-scale method (method='self-msnet-s', kernels up to {single})")
+        advice = f"use {' or '.join(remedies)}" if remedies else "the image is too small to deblur"
         raise ValueError(
             f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image: the image must be at least twice the "
             f"kernel in each direction, and hold it at every scale of the method ({', '.join(f'{s:g}' for s in scales)}); "
-            f"{hint}: use a smaller kernel_size, a larger image or the single-scale method (method='self-msnet-s')"
+            f"{advice}"
         )
     return size
 

@@ -60,10 +60,10 @@ def float32_problem(image: np.ndarray) -> str | None:
     span = float(int(hi) - int(lo)) if integer else float(hi) - float(lo)  # int64 exactly
     magnitude = max(abs(float(lo)), abs(float(hi)))
     if magnitude > _FLOAT32_MAX:
+        divisor = 10 ** np.ceil(np.log10(magnitude / 1e30))
         return (
             f"image values reach {magnitude:.3g}, beyond the range of float32 (the result's dtype, up to "
-            f"{_FLOAT32_MAX:.3g}); rescale the image (for example image / {10 ** np.ceil(np.log10(magnitude / 1e30)):.0e}) "
-            "and scale the result back"
+            f"{_FLOAT32_MAX:.3g}); rescale the image (for example image / {divisor:.0e}) and scale the result back"
         )
     spacing = float(np.spacing(np.float32(magnitude)))
     if spacing > max(1.0 if integer else 0.0, RESOLVED_SHARE * span):

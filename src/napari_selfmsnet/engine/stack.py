@@ -27,11 +27,11 @@ from .records import DeblurResult, Progress, StackResult
 from .stack_plan import (
     STACK_MODES,
     BlindRun,
+    choose_reference_plane,
     deconvolve_plane,
     no_usable_plane,
     plane_problem,
     read_plane,
-    select_reference_plane,
     stack_geometry,
     stack_report,
     stack_without_alpha,
@@ -194,28 +194,13 @@ def _keep_input(stack: Any, out: Any, indices: list[int]) -> None:
         out[i] = read_plane(stack, i).astype(np.float32)
 
 
-def _reference(stack: Any, asked: int | None, notes: list[str]) -> tuple[int, np.ndarray]:
-    """The reference plane and its pixels: the one asked for when it can be deblurred, else
-    the best one (:func:`select_reference_plane`)."""
-    if asked is not None:
-        plane = read_plane(stack, asked)
-        problem = plane_problem(plane)
-        if problem is None:
-            return asked, plane
-        chosen = select_reference_plane(stack)
-        notes.append(
-            f"plane {asked}, the reference plane asked for, cannot be deblurred ({problem}); "
-            f"the kernel was estimated on plane {chosen}, the one with the strongest edges"
-        )
-    else:
-        chosen = select_reference_plane(stack)
-    return chosen, read_plane(stack, chosen)
-
-
-def _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs, notes) -> Generator[Progress, Any, StackResult]:
+def _shared(
+    stack, planes, kshape, reference_plane, nonblind_method, out, kwargs, notes
+) -> Generator[Progress, Any, StackResult]:
     start = time.perf_counter()
     # Checked before the blind run: once it has run, no plane may stop the stack.
-    reference_plane, reference = _reference(stack, reference_plane, notes)
+    reference_plane, reference, note = choose_reference_plane(stack, reference_plane)
+    notes += [note] if note else []
     steps = deblur_steps(reference, AUTO if kshape is None else kshape, **kwargs)
     estimate, _ = yield from relay(steps, _on_plane(reference_plane, planes))
     kernel = np.asarray(estimate.kernel, dtype=np.float32)
@@ -255,7 +240,9 @@ def _shared(stack, planes, kshape, reference_plane, nonblind_method, out, kwargs
     return _result(out, report, [estimate], start, interrupted, unfinished, kernel=kernel)
 
 
-def _per_plane(stack, planes, kshape, out, warm_planes, warm_iterations, kwargs, notes) -> Generator[Progress, Any, StackResult]:
+def _per_plane(
+    stack, planes, kshape, out, warm_planes, warm_iterations, kwargs, notes
+) -> Generator[Progress, Any, StackResult]:
     start = time.perf_counter()
     results: list[tuple[int, DeblurResult]] = []
     unfinished: list[int] = []

@@ -44,6 +44,7 @@ __all__ = [
     "BlindRun",
     "StackReport",
     "bad_plane_warning",
+    "choose_reference_plane",
     "deconvolve_plane",
     "no_usable_plane",
     "plane_problem",
@@ -166,6 +167,28 @@ def select_reference_plane(stack: Any) -> int:
     if len(problems) == planes:
         raise ValueError(no_usable_plane(problems))
     return int(np.argmax(scores))
+
+
+def choose_reference_plane(stack: Any, asked: int | None = None) -> tuple[int, np.ndarray, str | None]:
+    """Shared mode's reference plane, its pixels, and a warning when it is not the one asked.
+
+    The plane ``asked`` for when it can be deblurred (:func:`plane_problem`), else the one
+    :func:`select_reference_plane` picks; checked before the blind run, so that no plane
+    can stop the stack after it.
+    """
+    if asked is not None:
+        plane = read_plane(stack, asked)
+        problem = plane_problem(plane)
+        if problem is None:
+            return asked, plane, None
+        chosen = select_reference_plane(stack)
+        note = (
+            f"plane {asked}, the reference plane asked for, cannot be deblurred ({problem}); "
+            f"the kernel was estimated on plane {chosen}, the one with the strongest edges"
+        )
+        return chosen, read_plane(stack, chosen), note
+    chosen = select_reference_plane(stack)
+    return chosen, read_plane(stack, chosen), None
 
 
 def no_usable_plane(problems: dict[int, str]) -> str:

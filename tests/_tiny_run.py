@@ -16,3 +16,13 @@ FAST = [
     "--nonblind",
     "wiener",
 ]
+
+
+def counts(printed: str) -> tuple[int, int, int]:
+    """``(deblurred, skipped, failed)`` from the command's summary line, whatever the number of
+    files with warnings (tiny runs often come back with some)."""
+    import re
+
+    match = re.search(r"(\d+) deblurred(?: \(\d+ with warnings\))?, (\d+) skipped, (\d+) failed", printed)
+    assert match, f"no summary line in {printed!r}"
+    return tuple(int(g) for g in match.groups())  # type: ignore[return-value]

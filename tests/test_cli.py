@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-from _tiny_run import FAST, KSIZE
+from _tiny_run import FAST, KSIZE, counts
 from scipy import ndimage, signal
 
 from napari_selfmsnet import io
@@ -122,7 +122,7 @@ class TestArguments:
 
 class TestInputsAndPlanning:
     def test_expand_files_folders_globs(self, files):
-        found, problems = expand_inputs(
+        found, problems, _ = expand_inputs(
             [
                 str(files / "stack.tif"),
                 str(files),
@@ -161,7 +161,7 @@ class TestDeblurCommand:
     def test_stack_png_and_rgb_jpeg(self, files, tmp_path, capsys):
         out = tmp_path / "out"
         assert main(["deblur", str(files), "--output-dir", str(out), *FAST]) == 0
-        assert "3 deblurred, 0 skipped, 0 failed" in capsys.readouterr().out
+        assert counts(capsys.readouterr().out) == (3, 0, 0)
         # The stack: float32, same shape, axes and pixel sizes as the input.
         image, meta = io.read_image_with_metadata(out / "stack_deblurred.tif")
         assert image.shape == (3, 40, 40) and image.dtype == np.float32 and meta.axes == "ZYX"
@@ -291,7 +291,7 @@ class TestDeblurCommand:
         captured = capsys.readouterr()
         assert status == 1
         assert "broken.tif: not a TIFF file" in captured.err and "missing.png: no such file" in captured.err
-        assert "1 deblurred, 0 skipped, 2 failed" in captured.out
+        assert counts(captured.out) == (1, 0, 2)
         assert (out / "grey_deblurred.tif").exists() and not list(out.glob("broken*"))
 
     def test_refuses_to_write_over_an_input(self, files, capsys):
@@ -322,14 +322,15 @@ def test_console_script_runs(files, tmp_path):
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "1 deblurred, 0 skipped, 0 failed" in proc.stdout
+    assert counts(proc.stdout) == (1, 0, 0)
     assert tifffile.imread(out / "grey_deblurred.tif").dtype == np.float32
 
 
 def test_demo(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(out), "--iterations", "3", "--device", "cpu", "--torch-threads", "1"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "PSNR against the sharp original" in printed and "dB" in printed
     from napari_selfmsnet.evaluation.sample import blurred_sample
 
@@ -341,6 +342,9 @@ def test_demo(tmp_path, capsys):
     assert picture.shape[1] > 2 * picture.shape[0] and picture.dtype == np.uint8
     report = json.loads((out / "demo.json").read_text())
     assert report["scores"]["deblurred"]["psnr"] > 0
+    # The run's warnings are reported (and printed on stderr), as for deblur.
+    assert isinstance(report["warnings"], list)
+    assert all(f"warning: {w}" in captured.err for w in report["warnings"])
 
 
 def test_samples_are_fixed_and_read_only():
@@ -365,3 +369,257 @@ def test_samples_are_fixed_and_read_only():
     np.testing.assert_array_equal(blurred, expected.blurred)
     with pytest.raises(ValueError, match="read-only"):
         blurred[0, 0] = 1
+
+
+def _report(folder, stem):
+    return json.loads((folder / f"{stem}.json").read_text())
+
+
+class TestKernelSizeSeedAndOutputDir:
+    """Arguments checked before any file is read or computed."""
+
+    def test_kernel_size_is_auto_by_default_and_takes_auto(self):
+        parse = build_parser().parse_args
+        assert parse(["deblur", "x.tif", "--output-dir", "o"]).kernel_size == "auto"
+        assert parse(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", "AUTO"]).kernel_size == "auto"
+
+    @pytest.mark.parametrize("text", ["1", "1,5", "3,1"])
+    def test_kernel_size_below_3_is_refused_by_the_parser(self, capsys, text):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["deblur", "x.tif", "--output-dir", "o", "--kernel-size", text])
+        assert exit_info.value.code == 2
+        assert "--kernel-size: kernel size must be odd and at least 3" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("text", [str(2**70), "-1", "x"])
+    def test_seed_torch_cannot_take_is_refused_by_the_parser(self, capsys, text):
+        with pytest.raises(SystemExit, match="2"):
+            main(["deblur", "x.tif", "--output-dir", "o", f"--seed={text}"])
+        assert "--seed: expected an integer from 0 to 2**63 - 1" in capsys.readouterr().err
+
+    def test_unwritable_output_dir_is_refused_before_any_computation(self, files, tmp_path, capsys, monkeypatch):
+        (tmp_path / "a_file").write_text("")
+        monkeypatch.setattr("napari_selfmsnet.batch.serial.process_file", pytest.fail)  # must never run
+        with pytest.raises(SystemExit) as exit_info:
+            main(["deblur", str(files), "--output-dir", str(tmp_path / "a_file" / "out"), *FAST])
+        assert exit_info.value.code == 2
+        assert f"--output-dir {tmp_path / 'a_file' / 'out'}: cannot write there" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        ("size", "method", "expected"),
+        [
+            ("7", "self-msnet", "--kernel-size 7,7 does not fit the 20x20 image with --method self-msnet"),
+            ("auto", "self-msnet", "a kernel of at least 3 pixels does not fit the 20x20 image with --method"),
+            ("11", "self-msnet-s", "--kernel-size 11,11 does not fit the 20x20 image with --method self-msnet-s"),
+        ],
+    )
+    def test_a_kernel_that_cannot_fit_fails_its_file_at_once_in_cli_words(
+        self, tmp_path, rng, capsys, monkeypatch, size, method, expected
+    ):
+        tifffile.imwrite(tmp_path / "small.tif", _blurred(rng, (20, 20)).astype(np.uint16))
+        monkeypatch.setattr("napari_selfmsnet.batch.serial.deblur", pytest.fail)  # nothing is computed
+        args = ["deblur", str(tmp_path / "small.tif"), "--output-dir", str(tmp_path / "o"), "--device", "cpu"]
+        assert main([*args, "--kernel-size", size, "--method", method]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and "kernel_size=" not in err and "method=" not in err
+        assert "--method self-msnet-s" in err if method == "self-msnet" else "--kernel-size 9 or smaller" in err
+
+
+class TestInputsTheEngineNowTakesOrRefusesClearly:
+    @pytest.mark.parametrize("dtype", ["int64", ">u2", ">f4"])
+    def test_int64_and_big_endian_tiffs(self, tmp_path, rng, dtype):
+        path = tmp_path / "x.tif"
+        data = _blurred(rng, (40, 40)).astype(dtype)
+        tifffile.imwrite(path, data, byteorder=np.dtype(dtype).byteorder.replace("=", "<"))
+        assert main(["deblur", str(path), "--output-dir", str(tmp_path / "o"), *FAST]) == 0
+        assert tifffile.imread(tmp_path / "o" / "x_deblurred.tif").dtype == np.float32
+
+    def test_values_a_float32_result_cannot_hold_fail_their_file_with_the_remedy(self, tmp_path, rng, capsys):
+        tifffile.imwrite(tmp_path / "offset.tif", _blurred(rng, (40, 40)) / 1000 + 1e12)  # float64
+        assert main(["deblur", str(tmp_path / "offset.tif"), "--output-dir", str(tmp_path / "o"), *FAST]) == 1
+        assert "float32, the result's dtype, resolves steps of" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n broken"])
+    def test_empty_or_corrupt_png(self, tmp_path, capsys, content):
+        (tmp_path / "x.png").write_bytes(content)
+        assert main(["deblur", str(tmp_path / "x.png"), "--output-dir", str(tmp_path / "o"), *FAST]) == 1
+        err = capsys.readouterr().err
+        assert ("the file is empty" if not content else "the file is corrupt or not a PNG") in err
+        assert "pip install" not in err
+
+    @pytest.mark.parametrize(("channels", "shape", "what"), [(4, (40, 40, 3), "RGBA"), (2, (40, 40), "grey and alpha")])
+    def test_alpha_channel_is_left_out_with_a_warning(self, tmp_path, rng, capsys, channels, shape, what):
+        grey = _blurred(rng, (40, 40), 200)
+        colour = [grey, grey * 0.8, grey * 0.6][: channels - 1]
+        data = np.stack([*colour, np.full_like(grey, 255)], axis=-1)
+        iio.imwrite(tmp_path / "a.png", data.astype(np.uint8))
+        assert main(["deblur", str(tmp_path / "a.png"), "--output-dir", str(tmp_path / "o"), *FAST]) == 0
+        assert tifffile.imread(tmp_path / "o" / "a_deblurred.tif").shape == shape
+        report = _report(tmp_path / "o", "a")
+        assert report["warnings"][0].startswith(f"the file is {what}: its alpha channel was left out")
+        assert report["input_metadata"]["notes"] == report["warnings"][:1]
+        assert f"warning: {tmp_path / 'a.png'}: the file is {what}" in capsys.readouterr().err
+
+
+class TestBadPlanesInFiles:
+    @pytest.mark.parametrize("mode", ["shared", "per-plane"])
+    def test_blank_and_nan_planes_are_passed_through_and_named(self, tmp_path, rng, capsys, mode):
+        stack = _blurred(rng, (4, 40, 40)).astype(np.float32)
+        stack[1] = 5.0
+        stack[2, :4, :4] = np.nan
+        tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+        args = ["deblur", str(tmp_path / "s.tif"), "--output-dir", str(tmp_path / "o"), "--stack-mode", mode]
+        assert main([*args, "--plane", "2", *FAST]) == 0  # shared: plane 2 is asked for as the reference
+        out = tifffile.imread(tmp_path / "o" / "s_deblurred.tif")
+        np.testing.assert_array_equal(out[1:3], stack[1:3])
+        assert np.isfinite(out[[0, 3]]).all()
+        report = _report(tmp_path / "o", "s")
+        assert report["params"]["passed_through_planes"] == [1, 2]
+        passed = [w for w in report["warnings"] if "passed through unchanged" in w]
+        assert [w.split(":")[0] for w in passed] == ["plane 1", "plane 2"]
+        err = capsys.readouterr().err
+        assert f"warning: {tmp_path / 's.tif'}: plane 1: image is constant" in err
+        if mode == "shared":
+            assert report["params"]["reference_plane"] in (0, 3)
+            assert "plane 2, the reference plane asked for, cannot be deblurred" in report["warnings"][0]
+
+    def test_current_mode_names_a_bad_plane_asked_for(self, tmp_path, rng, capsys):
+        stack = _blurred(rng, (2, 40, 40)).astype(np.float32)
+        stack[1] = np.nan
+        tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+        args = ["deblur", str(tmp_path / "s.tif"), "--output-dir", str(tmp_path / "o"), "--stack-mode", "current"]
+        assert main([*args, "--plane", "1", *FAST]) == 1
+        assert "--plane 1 cannot be deblurred: image contains NaN" in capsys.readouterr().err
+
+
+class TestRerunIntoTheInputFolder:
+    def test_own_outputs_are_never_taken_as_inputs(self, files, capsys):
+        assert main(["deblur", str(files / "grey.png"), "--output-dir", str(files), *FAST]) == 0
+        capsys.readouterr()
+        # The folder now holds grey_deblurred.tif, grey_kernel.tif and grey.json beside the inputs.
+        assert main(["deblur", str(files), "--output-dir", str(files), *FAST]) == 0
+        printed = capsys.readouterr()
+        note = "left out 2 file(s) that are this command's own outputs (grey_deblurred.tif, grey_kernel.tif)"
+        assert note in printed.out
+        assert f"skipped {files / 'grey.png'}" in printed.out and counts(printed.out) == (2, 1, 0)
+        assert not list(files.glob("*_deblurred_deblurred*")) and not list(files.glob("*kernel_deblurred*"))
+
+    def test_an_output_named_as_a_file_is_taken(self, files, tmp_path):
+        # A file named on purpose is an input, even if it looks like an output.
+        assert main(["deblur", str(files / "grey.png"), "--output-dir", str(files), *FAST]) == 0
+        found, _, left_out = expand_inputs([str(files / "grey_deblurred.tif"), str(files / "*.tif")])
+        assert [f.name for f in found] == ["grey_deblurred.tif", "stack.tif"] and [f.name for f in left_out] == [
+            "grey_kernel.tif"
+        ]
+
+    def test_partial_files_are_left_out(self, files):
+        (files / "x_deblurred.partial.tif").write_bytes(b"")
+        found, _, left_out = expand_inputs([str(files)])
+        assert "x_deblurred.partial.tif" not in [f.name for f in found] and len(left_out) == 1
+
+
+class TestWarningsAndProgress:
+    def test_warnings_are_printed_reported_and_counted(self, files, tmp_path, capsys, monkeypatch):
+        from napari_selfmsnet.engine import pipeline
+
+        real = pipeline._run
+
+        def doubtful(*args, **kwargs):
+            result = yield from real(*args, **kwargs)
+            result.warnings[:] = ["the kernel is doubtful: try a longer preset"]
+            return result
+
+        monkeypatch.setattr(pipeline, "_run", doubtful)
+        out = tmp_path / "out"
+        inputs = [str(files / "grey.png"), str(files / "colour.jpg")]
+        assert main(["deblur", *inputs, "--output-dir", str(out), *FAST]) == 0
+        printed = capsys.readouterr()
+        assert f"warning: {files / 'grey.png'}: the kernel is doubtful: try a longer preset" in printed.err
+        assert "2 deblurred (2 with warnings), 0 skipped, 0 failed" in printed.out
+        assert _report(out, "grey")["warnings"] == ["the kernel is doubtful: try a longer preset"]
+
+    def test_the_bar_follows_every_stage_and_ends_full(self, rng):
+        import io as text_io
+
+        from tqdm import tqdm
+
+        from napari_selfmsnet import deblur_stack
+        from napari_selfmsnet.batch.progress_bars import bar_callback
+
+        shown = []
+        stream = text_io.StringIO()
+        with tqdm(file=stream, disable=False, mininterval=0) as bar:
+            stages = bar_callback(bar, "x")
+
+            def callback(record):
+                stages(record)
+                shown.append((bar.desc.removesuffix(": "), bar.n, bar.total))
+
+            deblur_stack(
+                _blurred(rng, (2, 40, 40)), KSIZE, mode="shared", nonblind_method="wiener", callback=callback,
+                method="self-msnet-s", iterations=3, device="cpu",
+            )  # fmt: skip
+            stages.finish()
+            assert bar.n == bar.total
+        assert stages.stages == ["blind", "polish", "deconvolve", "planes"]
+        # Every stage's own steps: the blind stage reports its last iteration, the planes their count.
+        assert ("x: plane 1/2 blind", 3, 3) in shown or ("x: plane 2/2 blind", 3, 3) in shown
+        assert shown[-1] == ("x: plane 2/2 planes", 2, 2)
+        assert "<" in stream.getvalue()  # tqdm's elapsed<remaining: an ETA is shown
+
+    def test_the_bar_restarts_at_each_stage_and_plane(self):
+        from tqdm import tqdm
+
+        from napari_selfmsnet import Progress
+        from napari_selfmsnet.batch.progress_bars import StageBar
+
+        import io as text_io
+
+        bar = tqdm(file=text_io.StringIO(), disable=False)
+        stages = StageBar(bar)
+        for record in [
+            Progress("size", 10, 240), Progress("size", 80, 240),  # ends early: the measure was found
+            Progress("blind", 10, 12), Progress("blind", 12, 12),
+            Progress("polish", 1, 10, plane=0, planes=2), Progress("polish", 1, 10, plane=1, planes=2),
+        ]:  # fmt: skip
+            stages(record)
+        assert (bar.n, bar.total) == (1, 10) and stages.stages == ["size", "blind", "polish"]
+        stages.finish()
+        assert bar.n == 10
+
+
+def _interrupt(tmp_path, rng, signum):
+    """Start a long run in its own process, send ``signum`` once a plane is being deblurred."""
+    import os
+    import sys
+    import time
+
+    stack = _blurred(rng, (3, 40, 40)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "o"
+    args = [*FAST[:2], "--iterations", "100000", *FAST[4:]]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_selfmsnet.batch.cli", "deblur", str(tmp_path / "s.tif"), "--output-dir", str(out),
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.partial*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2.0)  # into the blind run
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, time.monotonic() - sent, stdout, stderr, out
+
+
+@pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_stops_the_run_cleanly(tmp_path, rng, signame, status):
+    import signal
+
+    code, seconds, stdout, stderr, out = _interrupt(tmp_path, rng, getattr(signal, signame))
+    assert code == status, stderr
+    assert "Traceback" not in stderr and f"stopped by {signame}: 1 file(s) interrupted and 0 not started" in stderr
+    assert counts(stdout) == (0, 0, 0)
+    assert not list(out.iterdir())  # no partial file, no output
+    # The engine stops at its next record; the process then exits (a generous bound for a busy machine).
+    assert seconds < 20, f"{seconds:.1f} s"

@@ -19,7 +19,7 @@ from napari_selfmsnet.batch.serial import run_serial
 
 distributed = pytest.importorskip("distributed")
 
-from _tiny_run import FAST, KSIZE
+from _tiny_run import FAST, KSIZE, counts
 
 OPTIONS = RunOptions((KSIZE, KSIZE), method="self-msnet-s", iterations=3, device="cpu", nonblind="wiener")
 
@@ -102,8 +102,48 @@ def test_cluster_matches_serial(cluster, four_files, tmp_path, mode):
     assert report["scheduler"] == "dask" and report["mode"] == mode and len(report["task_seconds"]) == 3
     # One stack report for both runners: the same fields, and here the same values.
     serial_report = json.loads((tmp_path / "serial" / "c.json").read_text())
-    assert report["params"] == serial_report["params"]
+    assert report["params"] == serial_report["params"] and report["warnings"] == serial_report["warnings"]
     assert report["final_loss"] == serial_report["final_loss"] and report["device"] == serial_report["device"]
+
+
+@pytest.mark.parametrize("mode", ["shared", "per-plane"])
+def test_bad_planes_and_a_measured_kernel_size_as_in_serial(cluster, tmp_path, mode):
+    """Blank and NaN planes passed through and named, the size measured once: the same report."""
+    import torch
+
+    _, client = cluster
+    stack = _blurred(np.random.default_rng(3), (4, 40, 40)).astype(np.float32)
+    stack[0] = 7.0  # per-plane: the first usable plane (1) measures the size
+    stack[2, :3, :3] = np.nan  # shared: asked for as the reference, so another is chosen
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "ZYX"})
+    options = RunOptions(
+        **{**OPTIONS.__dict__, "kernel_size": "auto", "stack_mode": mode, "warm_planes": False, "plane": 2}
+    )
+    serial_jobs, _, _ = plan_jobs([path], tmp_path / "serial", options, overwrite=False)
+    dask_jobs, _, _ = plan_jobs([path], tmp_path / "dask", options, overwrite=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (serial,) = run_serial(serial_jobs)
+    finally:
+        torch.set_num_threads(threads)
+    (parallel,) = run_dask(client, dask_jobs)
+    assert serial.error is None and parallel.error is None, (serial.error, parallel.error)
+    for name in ("s_deblurred.tif", "s_kernel.tif"):
+        serial_out, dask_out = (tifffile.imread(tmp_path / folder / name) for folder in ("serial", "dask"))
+        np.testing.assert_array_equal(serial_out, dask_out, err_msg=name)
+    reports = [json.loads((tmp_path / folder / "s.json").read_text()) for folder in ("serial", "dask")]
+    assert reports[0]["params"] == reports[1]["params"] and reports[0]["warnings"] == reports[1]["warnings"]
+    assert reports[1]["params"]["passed_through_planes"] == [0, 2]
+    assert [w.split(":")[0] for w in reports[1]["warnings"] if "passed through" in w] == ["plane 0", "plane 2"]
+    out = tifffile.imread(tmp_path / "dask" / "s_deblurred.tif")
+    np.testing.assert_array_equal(out[[0, 2]], stack[[0, 2]])
+    if mode == "per-plane":
+        sources = [p and p["kernel_size_source"] for p in reports[1]["params"]["plane_params"]]
+        assert sources == [None, "measured", None, "given"]
+    else:
+        assert reports[1]["warnings"][0].startswith("plane 2, the reference plane asked for, cannot be deblurred")
 
 
 def test_cli_joins_an_existing_scheduler(cluster, four_files, tmp_path, capsys):
@@ -118,7 +158,7 @@ def test_cli_joins_an_existing_scheduler(cluster, four_files, tmp_path, capsys):
         *FAST,
     ]
     assert main(args) == 0
-    assert "4 deblurred, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert counts(capsys.readouterr().out) == (4, 0, 0)
     assert main(["deblur", str(four_files), "--output-dir", str(tmp_path / "serial"), *FAST]) == 0
     _same(_outputs(tmp_path / "serial"), _outputs(tmp_path / "o"))
 
@@ -227,4 +267,4 @@ def test_unreachable_scheduler_fails_cleanly(four_files, tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 1
     assert "cannot start or reach the Dask scheduler 'tcp://127.0.0.1:9'" in captured.err
-    assert "0 deblurred, 0 skipped, 1 failed" in captured.out
+    assert counts(captured.out) == (0, 0, 1)

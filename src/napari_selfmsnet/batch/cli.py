@@ -2,17 +2,19 @@
 
 See ``docs/cli.md`` for every option. Exit status: 0 when every input was deblurred or
 skipped, 1 when at least one input failed (the others are still processed), 2 for bad
-arguments.
+arguments (an output folder that cannot be written to included), 130 or 143 when Ctrl-C
+(SIGINT) or SIGTERM stopped the run (:mod:`.stopping`: the file running is dropped with its
+partial outputs, the summary is printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -26,25 +28,44 @@ from .clusters import start_client
 from .dask_runner import run_dask
 from .demo import run_demo
 from .jobs import FileJob, Outcome, RunOptions, expand_inputs, file_stem, plan_jobs
-from .progress_bars import bar_callback
+from .plan import clean_partial
+from .progress_bars import StageBar, bar_callback
 from .serial import run_serial
+from .stopping import StopRequest
 
 __all__ = ["build_parser", "main"]
 
 
-
-def _kernel_size(text: str) -> tuple[int, int]:
-    """``"15"`` -> (15, 15); ``"15,21"`` or ``"15x21"`` -> (15, 21); odd and positive."""
+def _kernel_size(text: str) -> tuple[int, int] | str:
+    """``"auto"`` -> "auto"; ``"15"`` -> (15, 15); ``"15,21"`` or ``"15x21"`` -> (15, 21); odd, at least 3."""
+    if text.strip().lower() == "auto":
+        return "auto"
     parts = text.lower().replace("x", ",").split(",")
     try:
         size = tuple(int(p) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"kernel size must be an odd integer or KH,KW, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"kernel size must be auto, an odd integer K or KH,KW, got {text!r}"
+        ) from None
     if len(size) == 1:
         size = size * 2
-    if len(size) != 2 or any(k < 1 or k % 2 == 0 for k in size):
-        raise argparse.ArgumentTypeError(f"kernel size must be odd and positive (e.g. 15 or 15,21), got {text!r}")
+    if len(size) != 2 or any(k < 3 or k % 2 == 0 for k in size):
+        raise argparse.ArgumentTypeError(
+            f"kernel size must be odd and at least 3 (the kernel needs a centre pixel; e.g. 15 or 15,21), or auto, "
+            f"got {text!r}"
+        )
     return size  # type: ignore[return-value]
+
+
+def _seed(text: str) -> int:
+    """A seed torch accepts: an integer from 0 to 2**63 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63 - 1, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63 - 1, got {value}")
+    return value
 
 
 def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
@@ -129,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--kernel-size",
         type=_kernel_size,
-        required=True,
-        help="odd kernel size K or KH,KW: a little larger than the blur",
+        default="auto",
+        metavar="auto|K|KH,KW",
+        help="the blur kernel's support: auto (default: measured from each image) or an odd size K or KH,KW, "
+        "a little larger than the blur",
     )
     run.add_argument("--output-dir", type=Path, required=True, help="folder for the results (created if missing)")
     run.add_argument(
@@ -141,8 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_engine_options(run)
     run.add_argument(
-        "--seed", type=int, default=0, help="random seed (default: 0); the same seed gives the same result on CPU"
-    )
+        "--seed", type=_seed, default=0,
+        help="random seed, 0 to 2**63 - 1 (default: 0); the same seed, device and --torch-threads give the same "
+        "result on CPU",
+    )  # fmt: skip
     run.add_argument(
         "--axes", type=_axes, default=None, help="axes of the files when their metadata is missing or wrong, e.g. ZYX"
     )
@@ -212,6 +237,18 @@ def _check_device(parser: argparse.ArgumentParser, device: str) -> None:
         parser.error(f"--device: {err}")
 
 
+def _check_output_dir(parser: argparse.ArgumentParser, folder: Path) -> None:
+    """Create ``folder`` if missing and write a file into it, before any computation: a folder
+    that cannot hold the results is a bad argument, not a failure after every file's run."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        parser.error(f"--output-dir {folder}: cannot write there ({reason}); choose a folder you can write to")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-selfmsnet`` console script; returns the exit status."""
     parser = build_parser()
@@ -219,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "scheduler", None) in (None, "local"):
         # A remote cluster's workers may have devices this machine lacks: they check there.
         _check_device(parser, args.device)
+    _check_output_dir(parser, args.output_dir)
     if args.command == "demo":
         return run_demo(args)
     return run_deblur(parser, args)
@@ -255,7 +293,11 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     if args.scheduler and args.stack_mode == "per-plane" and (args.warm_iterations or not args.warm_planes):
         # Each plane is its own Dask task there, so no plane can start from another.
         print("note: on Dask every plane runs from scratch; --warm-iterations and --no-warm-start do nothing")
-    files, problems = expand_inputs(args.inputs)
+    files, problems, left_out = expand_inputs(args.inputs)
+    if left_out:
+        names = ", ".join(p.name for p in left_out[:3])
+        names += f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+        print(f"note: left out {len(left_out)} file(s) that are this command's own outputs ({names})")
     options = _options(args)
     todo, skipped, refused = plan_jobs(files, args.output_dir, options, overwrite=args.overwrite)
     failures = [*problems, *(f"{f}: {why}" for f, why in refused)]
@@ -265,46 +307,77 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         print(f"skipped {job.input}: its outputs exist in {args.output_dir} (use --overwrite to redo)")
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="file", desc="deblurring", disable=None, file=sys.stderr)
+    reported: list[Outcome] = []
 
     def report(outcome: Outcome) -> None:
+        reported.append(outcome)
         bar.update(1)
-        if outcome.error is None:
+        if outcome.interrupted:
+            tqdm.write(f"stopped {outcome.job.input}: nothing was written for it", file=sys.stderr)
+        elif outcome.error is None:
             s = outcome.summary
             tqdm.write(
-                f"done {s['input']} -> {s['outputs']['image']} ({s['elapsed_s']:.1f} s, {s['device']}, final loss {s['final_loss']:.4g})",
+                f"done {s['input']} -> {s['outputs']['image']} ({s['elapsed_s']:.1f} s, {s['device']}, "
+                f"final loss {s['final_loss']:.4g})",
                 file=sys.stdout,
             )
+            for warning in outcome.warnings:
+                tqdm.write(f"warning: {outcome.job.input}: {warning}", file=sys.stderr)
         else:
             tqdm.write(f"error: {outcome.job.input}: {_describe(outcome.error)}", file=sys.stderr)
 
-    if args.scheduler and todo:
-        outcomes = _run_on_dask(args, todo, report)
-    else:
-        outcomes = _run_here(args, todo, report)
-    bar.close()
+    with StopRequest(raise_at_once=bool(args.scheduler)) as stop:
+        try:
+            if args.scheduler and todo:
+                outcomes = _run_on_dask(args, todo, report)
+            else:
+                outcomes = _run_here(args, todo, report, stop)
+        except KeyboardInterrupt:  # a second signal, between two files' runs
+            if not stop:
+                raise
+            outcomes = reported
+        bar.close()
     failed = len(failures) + sum(o.error is not None for o in outcomes)
-    done = sum(o.error is None for o in outcomes)
-    print(f"{done} deblurred, {len(skipped)} skipped, {failed} failed in {time.perf_counter() - start:.1f} s")
+    finished = [o for o in outcomes if o.summary is not None]
+    warned = sum(bool(o.warnings) for o in finished)
+    if stop:
+        interrupted = sum(o.interrupted for o in outcomes)
+        print(
+            f"stopped by {stop.name}: {interrupted} file(s) interrupted and {len(todo) - len(outcomes)} not started; "
+            "nothing was written for them",
+            file=sys.stderr,
+        )
+    print(
+        f"{len(finished)} deblurred{f' ({warned} with warnings)' if warned else ''}, {len(skipped)} skipped, "
+        f"{failed} failed in {time.perf_counter() - start:.1f} s"
+    )
+    if stop:
+        return stop.exit_status
     return 1 if failed else 0
 
 
-def _run_here(args: argparse.Namespace, todo: list[FileJob], report) -> list[Outcome]:
-    """Process the files one after the other in this process, a progress bar per file."""
-    bars: list[Any] = []
+def _run_here(args: argparse.Namespace, todo: list[FileJob], report, stop: StopRequest) -> list[Outcome]:
+    """Process the files one after the other in this process, a progress bar per file that
+    follows the run's stages."""
+    bars: list[StageBar] = []
 
-    def progress(job: FileJob):
-        bars.append(tqdm(desc=file_stem(job.input), unit="it", leave=False, disable=None, file=sys.stderr))
-        return bar_callback(bars[-1])
+    def progress(job: FileJob) -> StageBar:
+        bar = tqdm(unit="step", leave=False, disable=None, file=sys.stderr)
+        bars.append(bar_callback(bar, file_stem(job.input)))
+        return bars[-1]
 
     def done(outcome: Outcome) -> None:
-        bars.pop().close()
+        stage_bar = bars.pop()
+        if outcome.summary is not None:
+            stage_bar.finish()
+        stage_bar.bar.close()
         report(outcome)
 
     threads = torch.get_num_threads()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     try:
-        return run_serial(todo, progress=progress, on_done=done)
+        return run_serial(todo, progress=progress, on_done=done, stop=stop)
     finally:
         torch.set_num_threads(threads)  # main() may run inside a longer-lived process
 
@@ -317,14 +390,22 @@ def _run_on_dask(args: argparse.Namespace, jobs: list[FileJob], report) -> list[
     except (OSError, TimeoutError, ValueError) as err:
         print(f"error: cannot start or reach the Dask scheduler {args.scheduler!r}: {err}", file=sys.stderr)
         return [Outcome(job, error=err) for job in jobs]
-    workers = client.scheduler_info().get("workers", {})
-    print(f"Dask: {len(workers)} worker(s) at {client.scheduler.address}; dashboard {client.dashboard_link}")
+    except KeyboardInterrupt:
+        return []
+    outcomes: list[Outcome] = []
     try:
-        return run_dask(client, jobs, on_done=report)
+        workers = client.scheduler_info().get("workers", {})
+        print(f"Dask: {len(workers)} worker(s) at {client.scheduler.address}; dashboard {client.dashboard_link}")
+        outcomes = run_dask(client, jobs, on_done=report)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+        # Workers may have written on after the files' tasks were cancelled: clean once they are gone.
+        for outcome in outcomes:
+            if outcome.interrupted:
+                clean_partial(outcome.job)
+    return outcomes
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ between workers and the client; this needs a file system that the client and all
 share (always true for ``--scheduler local``). Each task may be retried once
 (``retries=1``); a task that fails twice fails its file, which is reported, and the other
 files go on.
+
+The stack plan's rules hold here too: a plane that cannot be deblurred is written through
+unchanged by its own task and named in the report's warnings; shared mode's first task
+checks the reference plane before its blind run; and in per-plane mode with
+``--kernel-size auto``, one task runs the planes up to the first usable one, whose measured
+size the other planes' tasks then use.
 """
 
 from __future__ import annotations
@@ -27,66 +33,124 @@ from distributed import as_completed
 
 from .. import io
 from ..engine.pipeline import deblur
-from ..engine.stack_plan import BlindRun, deconvolve_plane, select_reference_plane, stack_report
+from ..engine.stack_plan import (
+    BlindRun,
+    choose_reference_plane,
+    deconvolve_plane,
+    no_usable_plane,
+    plane_problem,
+    stack_report,
+)
 from .clusters import cluster_has_gpus
 from .jobs import FileJob, Outcome
-from .plan import Plan, clean_partial, create_outputs, input_planes, make_plan, write_outputs
+from .plan import Plan, clean_partial, create_outputs, file_warnings, input_planes, make_plan, write_outputs
 from .serial import process_file
 
 __all__ = ["run_dask", "submit_job"]
 
 
 def estimate_kernel_task(job: FileJob, plan: Plan) -> dict[str, Any]:
-    """Shared mode, step 1: a blind run on the reference plane (chosen here if not given)."""
+    """Shared mode, step 1: a blind run on the reference plane (chosen here if not given, or
+    if the one given cannot be deblurred)."""
     start = time.perf_counter()
-    planes = input_planes(job)
-    reference = plan.reference_plane if plan.reference_plane is not None else select_reference_plane(planes)
-    result = deblur(planes[reference], job.options.kernel_size, **job.options.deblur_kwargs())
-    return {"run": BlindRun.of(reference, result), "elapsed_s": time.perf_counter() - start}
+    reference, plane, note = choose_reference_plane(input_planes(job), plan.reference_plane)
+    result = deblur(plane, job.options.kernel_size, **job.options.deblur_kwargs())
+    run = BlindRun.of(reference, result)
+    return {"run": run, "notes": [note] if note else [], "elapsed_s": time.perf_counter() - start}
 
 
 def deconvolve_plane_task(job: FileJob, plan: Plan, index: int, estimate: dict[str, Any]) -> dict[str, Any]:
-    """Shared mode, step 2: deconvolve plane ``index`` with the shared kernel, write it."""
+    """Shared mode, step 2: deconvolve plane ``index`` with the shared kernel (or pass it
+    through unchanged when it cannot be deblurred), write it."""
     start = time.perf_counter()
     plane = input_planes(job)[index]
+    problem = plane_problem(plane)
     out = io.open_image(job.partial["image"], plan.output_meta)
-    out[index] = deconvolve_plane(
-        plane, estimate["run"].kernel, device=job.options.device, method=job.options.nonblind
-    )
+    if problem is None:
+        out[index] = deconvolve_plane(
+            plane, estimate["run"].kernel, device=job.options.device, method=job.options.nonblind
+        )
+    else:
+        out[index] = plane.astype(np.float32)
     out.flush()
-    return {"plane": index, "elapsed_s": time.perf_counter() - start}
+    return {"plane": index, "problem": problem, "elapsed_s": time.perf_counter() - start}
 
 
-def deblur_plane_task(job: FileJob, plan: Plan, index: int) -> dict[str, Any]:
-    """Per-plane mode: a blind run on plane ``index`` (from scratch); writes the image."""
+def first_plane_task(job: FileJob, plan: Plan) -> dict[str, Any]:
+    """Per-plane mode with ``--kernel-size auto``, step 1: the planes up to the first usable
+    one, which measures the size every other plane then uses (as in this process's runner).
+    """
     start = time.perf_counter()
-    result = deblur(input_planes(job)[index], job.options.kernel_size, **job.options.deblur_kwargs())
+    planes = input_planes(job)
+    problems: dict[int, str] = {}
+    for index in range(len(planes)):
+        part = _plane_part(job, plan, planes[index], index, "auto", start)
+        if part["problem"] is None:
+            return {**part, "passed_through": problems, "kernel_size": tuple(part["run"].kernel.shape)}
+        problems[index] = part["problem"]
+    return {"plane": None, "passed_through": problems, "kernel_size": None, "elapsed_s": time.perf_counter() - start}
+
+
+def deblur_plane_task(job: FileJob, plan: Plan, index: int, first: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per-plane mode: a blind run on plane ``index`` (from scratch); writes the image. With
+    ``first`` (``--kernel-size auto``), planes ``first`` handled are left alone and the others
+    use the size it measured."""
+    start = time.perf_counter()
+    if first is not None and (first["plane"] is None or index <= first["plane"]):
+        return {"plane": index, "handled_by_first": True, "elapsed_s": 0.0}
+    size = job.options.kernel_size if first is None else first["kernel_size"]
+    return _plane_part(job, plan, input_planes(job)[index], index, size, start)
+
+
+def _plane_part(job: FileJob, plan: Plan, plane: np.ndarray, index: int, size: Any, start: float) -> dict[str, Any]:
+    """One plane of per-plane mode: deblurred, or passed through unchanged; written."""
+    problem = plane_problem(plane)
+    run = None
+    if problem is None:
+        result = deblur(plane, size, **job.options.deblur_kwargs())
+        run, image = BlindRun.of(index, result), result.image
+    else:
+        image = plane.astype(np.float32)
     out = io.open_image(job.partial["image"], plan.output_meta)
-    out[index] = result.image
+    out[index] = image
     out.flush()
-    return {"plane": index, "run": BlindRun.of(index, result), "elapsed_s": time.perf_counter() - start}
+    return {"plane": index, "run": run, "problem": problem, "elapsed_s": time.perf_counter() - start}
 
 
 def write_outputs_task(
-    job: FileJob, plan: Plan, estimate: dict | None, parts: list[dict], start: float
+    job: FileJob, plan: Plan, estimate: dict | None, parts: list[dict], start: float, first: dict | None = None
 ) -> dict[str, Any]:
     """The last task of a stack file: the report, the kernel(s), the outputs moved into place."""
-    kernel_size = tuple(job.options.kernel_size)
+    parts = [part for part in parts if not part.get("handled_by_first")]
+    if first is not None and first["plane"] is not None:
+        parts.append({k: first[k] for k in ("plane", "run", "problem", "elapsed_s")})
+    passed_through = {part["plane"]: part["problem"] for part in parts if part.get("problem")}
+    if first is not None:
+        passed_through.update(first["passed_through"])
     if estimate is not None:
         run = estimate["run"]
         report = stack_report(
-            "shared", plan.planes, kernel_size, [run], device=job.options.device, reference_plane=run.plane,
-            nonblind_method=job.options.nonblind,
+            "shared", plan.planes, run.kernel.shape, [run], device=job.options.device, reference_plane=run.plane,
+            nonblind_method=job.options.nonblind, passed_through=passed_through, notes=estimate["notes"],
         )  # fmt: skip
-        kernels = report.kernels[0]
+        kernels = run.kernel  # the one shared kernel (report.kernels holds deltas for planes passed through)
     else:
-        runs = sorted((part["run"] for part in parts), key=lambda run: run.plane)
-        report = stack_report("per-plane", plan.planes, kernel_size, runs, device=job.options.device, warm_planes=False)
+        runs = sorted((part["run"] for part in parts if part.get("run") is not None), key=lambda run: run.plane)
+        if not runs:
+            raise ValueError(no_usable_plane(dict(sorted(passed_through.items()))))
+        report = stack_report(
+            "per-plane", plan.planes, runs[0].kernel.shape, runs, device=job.options.device, warm_planes=False,
+            passed_through=passed_through,
+        )  # fmt: skip
         kernels = report.kernels
+    seconds = {part["plane"]: part["elapsed_s"] for part in parts}
+    if first is not None:
+        seconds.update({i: 0.0 for i in first["passed_through"]})
     summary = {
         "device": report.device, "final_loss": report.final_loss, "params": report.params,
         "elapsed_s": time.time() - start, "scheduler": "dask",
-        "task_seconds": [p["elapsed_s"] for p in sorted(parts, key=lambda p: p["plane"])], "cancelled": False,
+        "task_seconds": [seconds.get(i, 0.0) for i in range(plan.planes)], "cancelled": False,
+        "warnings": file_warnings(plan, report.warnings),
     }  # fmt: skip
     return write_outputs(job, plan, np.asarray(kernels), summary)
 
@@ -98,17 +162,24 @@ def submit_job(client: Any, job: FileJob, plan: Plan, resources: dict | None) ->
     if plan.mode in ("current", "single"):
         return client.submit(process_file, job, **opts)
     created = client.submit(create_outputs, job, plan, **opts)
+    estimate = first = None
     if plan.mode == "shared":
         estimate = client.submit(estimate_kernel_task, job, created, **opts)
         parts = [client.submit(deconvolve_plane_task, job, created, i, estimate, **opts) for i in range(plan.planes)]
     else:
-        estimate = None
-        parts = [client.submit(deblur_plane_task, job, created, i, **opts) for i in range(plan.planes)]
-    return client.submit(write_outputs_task, job, created, estimate, parts, start, **opts)
+        if isinstance(job.options.kernel_size, str):  # "auto": the first usable plane measures it
+            first = client.submit(first_plane_task, job, created, **opts)
+        parts = [client.submit(deblur_plane_task, job, created, i, first, **opts) for i in range(plan.planes)]
+    return client.submit(write_outputs_task, job, created, estimate, parts, start, first, **opts)
 
 
 def run_dask(client: Any, jobs: list[FileJob], *, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Process ``jobs`` as tasks on ``client``'s cluster; results are written by the workers."""
+    """Process ``jobs`` as tasks on ``client``'s cluster; results are written by the workers.
+
+    A KeyboardInterrupt while waiting (Ctrl-C, SIGTERM: :mod:`.stopping`) cancels the tasks
+    of every file not done yet, removes their partial outputs and returns them as
+    interrupted.
+    """
     resources = {"GPU": 1} if cluster_has_gpus(client) and jobs and jobs[0].options.device != "cpu" else None
     outcomes: dict[int, Outcome] = {}
     futures = {}
@@ -119,14 +190,21 @@ def run_dask(client: Any, jobs: list[FileJob], *, on_done: Callable[[Outcome], N
             outcomes[i] = Outcome(job, error=err)
             continue
         futures[submit_job(client, job, plan, resources)] = i
-    for future in as_completed(futures):
-        i = futures[future]
-        if future.status == "finished":
-            outcomes[i] = Outcome(jobs[i], summary=future.result())
-        else:
-            error = future.exception()
-            client.submit(clean_partial, jobs[i], pure=False).result()
-            outcomes[i] = Outcome(jobs[i], error=error)
-        if on_done is not None:
-            on_done(outcomes[i])
+    try:
+        for future in as_completed(futures):
+            i = futures[future]
+            if future.status == "finished":
+                outcomes[i] = Outcome(jobs[i], summary=future.result())
+            else:
+                error = future.exception()
+                client.submit(clean_partial, jobs[i], pure=False).result()
+                outcomes[i] = Outcome(jobs[i], error=error)
+            if on_done is not None:
+                on_done(outcomes[i])
+    except KeyboardInterrupt:
+        client.cancel([future for future, i in futures.items() if i not in outcomes])
+        for i in range(len(jobs)):
+            if i not in outcomes:
+                clean_partial(jobs[i])
+                outcomes[i] = Outcome(jobs[i], interrupted=True)
     return [outcomes[i] for i in range(len(jobs))]

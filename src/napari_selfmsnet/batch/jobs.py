@@ -3,12 +3,15 @@
 One input file is one :class:`FileJob`: where it is, where its three outputs go
 (``<stem>_deblurred.tif`` or ``.ome.zarr``, ``<stem>_kernel.tif``, ``<stem>.json``) and the
 :class:`RunOptions` it is deblurred with. :func:`expand_inputs` turns files, folders and glob
-patterns into files; :func:`plan_jobs` turns files into jobs, refusing clashing outputs.
+patterns into files (leaving out this command's own outputs, so a folder can be deblurred
+into itself and the command run again); :func:`plan_jobs` turns files into jobs, refusing
+clashing outputs.
 """
 
 from __future__ import annotations
 
 import glob
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +19,29 @@ from typing import Any
 
 from .. import io
 
-__all__ = ["FileJob", "Outcome", "RunOptions", "expand_inputs", "file_stem", "plan_jobs"]
+__all__ = [
+    "FileJob",
+    "Outcome",
+    "RunInterrupted",
+    "RunOptions",
+    "expand_inputs",
+    "file_stem",
+    "is_own_output",
+    "plan_jobs",
+]
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """Everything a file's run needs besides the file (picklable, for Dask tasks).
 
-    ``stack_mode`` is one of :data:`~napari_selfmsnet.engine.stack_plan.STACK_CHOICES`;
-    ``warm_planes`` and ``warm_iterations`` apply to per-plane mode in this process (on Dask
-    every plane runs from scratch).
+    ``kernel_size`` is ``"auto"`` (measured by the engine) or ``(kh, kw)``; ``stack_mode`` is
+    one of :data:`~napari_selfmsnet.engine.stack_plan.STACK_CHOICES`; ``warm_planes`` and
+    ``warm_iterations`` apply to per-plane mode in this process (on Dask every plane runs
+    from scratch).
     """
 
-    kernel_size: tuple[int, int]
+    kernel_size: tuple[int, int] | str = "auto"
     method: str = "self-msnet"
     preset: str = "fast"
     iterations: int | None = None
@@ -42,6 +55,11 @@ class RunOptions:
     region: str | tuple[int, int, int, int] = "auto"
     warm_planes: bool = True
     warm_iterations: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as the JSON report records them."""
+        size = self.kernel_size
+        return {**self.__dict__, "kernel_size": size if isinstance(size, str) else list(size)}
 
     def deblur_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`napari_selfmsnet.deblur` these options set."""
@@ -71,41 +89,82 @@ class FileJob:
 
 @dataclass
 class Outcome:
-    """What happened to one job: a summary, or the error that stopped it."""
+    """What happened to one job: a summary, or the error that stopped it, or an interruption
+    (Ctrl-C, SIGTERM) that stopped it before it was done (its partial outputs removed)."""
 
     job: FileJob
     summary: dict[str, Any] | None = None
     error: BaseException | None = None
+    interrupted: bool = False
+
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings of a finished file (its report's ``warnings``)."""
+        return list((self.summary or {}).get("warnings", []))
 
 
-def expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
+class RunInterrupted(Exception):
+    """A file's run was stopped by a request to stop (Ctrl-C, SIGTERM) before it was done."""
+
+
+#: Names this command gives its outputs (see :func:`napari_selfmsnet.io.output_paths`), and
+#: the ``.partial`` names they have while being written.
+_OUTPUT_NAME = re.compile(r"^(?P<stem>.+)_(deblurred|kernel)\.tif$", re.IGNORECASE)
+
+
+def is_own_output(path: Path) -> bool:
+    """Whether ``path`` is an output of this command: a ``.partial`` file, or
+    ``<stem>_deblurred.tif`` / ``<stem>_kernel.tif`` beside the ``<stem>.json`` report that
+    marks a finished file."""
+    if ".partial." in path.name:
+        return True
+    match = _OUTPUT_NAME.match(path.name)
+    return bool(match) and (path.parent / f"{match['stem']}.json").is_file()
+
+
+def expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[str], list[Path]]:
     """Files from files, folders (their images, not recursive) and glob patterns.
+
+    Folders and patterns leave out this command's own outputs (:func:`is_own_output`); a file
+    named as such is taken as it is.
 
     Returns
     -------
-    (files, problems)
+    (files, problems, left_out)
         Files in the order given, without repeats; a message for every pattern that names
-        nothing usable.
+        nothing usable; the outputs of earlier runs that folders and patterns left out.
     """
     files: list[Path] = []
     problems: list[str] = []
+    left_out: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in io.IMAGE_SUFFIXES)
+            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in io.IMAGE_SUFFIXES)
+            found = [p for p in images if not is_own_output(p)]
+            left_out += [p for p in images if is_own_output(p)]
             if not found:
-                problems.append(f"{pattern}: the folder holds no {'/'.join(io.IMAGE_SUFFIXES)} file")
+                problems.append(
+                    f"{pattern}: the folder holds no {'/'.join(io.IMAGE_SUFFIXES)} file"
+                    + (" other than this command's outputs" if images else "")
+                )
         elif path.is_file():
             found = [path]
         else:
             matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
-            found = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in io.IMAGE_SUFFIXES]
+            images = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in io.IMAGE_SUFFIXES]
+            found = [p for p in images if not is_own_output(p)]
+            left_out += [p for p in images if is_own_output(p)]
             if not found:
-                problems.append(f"{pattern}: no such file" + (" matches" if matches or glob.has_magic(pattern) else ""))
+                problems.append(
+                    f"{pattern}: no such file"
+                    + (" matches" if matches or glob.has_magic(pattern) else "")
+                    + (" but this command's outputs" if images else "")
+                )
         for f in found:
             if f.resolve() not in {g.resolve() for g in files}:
                 files.append(f)
-    return files, problems
+    return files, problems, [p for p in dict.fromkeys(left_out) if p.resolve() not in {f.resolve() for f in files}]
 
 
 def file_stem(path: Path) -> str:

@@ -12,6 +12,11 @@ Every combination of a file's stack axes is one plane (:class:`napari_selfmsnet.
 Outputs are written under ``.partial`` names first (:func:`create_outputs`) and moved into
 place by :func:`write_outputs` once the kernel(s) and the JSON report are written, the report
 last: its presence is what marks a finished file.
+
+:func:`make_plan` also checks, from the header alone, that a given ``--kernel-size`` fits the
+file's planes at every scale of ``--method``, so a file that cannot run fails at once, in
+the command line's words. A file's warnings (:func:`file_warnings`) are what reading it
+changed (an alpha channel left out) followed by the run's own.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..engine.config import METHOD_SCALES
+from ..engine.inputs import check_kernel_size, largest_kernel
 from ..engine.stack_plan import STACK_CHOICES
 from .jobs import FileJob
 
 __all__ = [
     "Plan",
     "clean_partial",
+    "check_kernel_fits",
     "create_outputs",
+    "file_warnings",
     "input_planes",
     "make_plan",
     "plan_mode",
@@ -69,6 +78,7 @@ def make_plan(job: FileJob) -> Plan:
     plane = job.options.plane
     if plane is not None and not 0 <= plane < len(view):
         raise ValueError(f"--plane {plane} is out of range: {job.input} has {len(view)} planes (0 to {len(view) - 1})")
+    check_kernel_fits(job.options.kernel_size, job.options.method, tuple(view.shape[1:3]))
     if mode in ("current", "single"):
         axes, shape = view.plane_axes, view.shape[1:]
     else:
@@ -78,6 +88,43 @@ def make_plan(job: FileJob) -> Plan:
         input_meta=meta, output_meta=io.output_metadata(meta, axes, shape),
         stack_axes=view.stack_axes, stack_shape=view.stack_shape,
     )  # fmt: skip
+
+
+def check_kernel_fits(kernel_size: tuple[int, int] | str, method: str, plane_shape: tuple[int, int]) -> None:
+    """Raise a ValueError in the command line's words when ``--kernel-size`` does not fit
+    planes of ``plane_shape`` with ``--method`` (the engine's rule,
+    :func:`~napari_selfmsnet.engine.inputs.check_kernel_size`); with ``auto``, when not even
+    a 3-pixel kernel does."""
+    h, w = plane_shape
+    scales = METHOD_SCALES[method]
+    largest = largest_kernel((h, w), scales)[0]
+    if isinstance(kernel_size, str):
+        if largest >= 3:
+            return
+        wanted = "a kernel of at least 3 pixels"
+    else:
+        try:
+            check_kernel_size(kernel_size, (h, w), scales)
+            return
+        except ValueError:
+            wanted = f"--kernel-size {kernel_size[0]},{kernel_size[1]}"
+    other = next(m for m in sorted(METHOD_SCALES) if m != method)
+    other_largest = largest_kernel((h, w), METHOD_SCALES[other])[0]
+    remedies = []
+    if largest >= 3:
+        remedies.append(f"--kernel-size {largest} or smaller")
+    if other_largest > max(largest, 1):
+        remedies.append(f"--method {other} (kernels up to {other_largest})")
+    advice = f"use {' or '.join(remedies)}" if remedies else "deblur a larger image"
+    raise ValueError(
+        f"{wanted} does not fit the {h}x{w} image with --method {method}: the image must be at least twice the "
+        f"kernel and hold it at every scale of the method ({', '.join(f'{s:g}' for s in scales)}); {advice}"
+    )
+
+
+def file_warnings(plan: Plan, run_warnings: list[str] | tuple[str, ...]) -> list[str]:
+    """A file's warnings for its report: what reading it changed, then the run's own."""
+    return [*plan.input_meta.notes, *run_warnings]
 
 
 class _Shape:
@@ -137,7 +184,7 @@ def write_outputs(job: FileJob, plan: Plan, kernels: np.ndarray, report: dict[st
         "planes": plan.planes,
         "input_metadata": plan.input_meta.to_dict(),
         "output_axes": plan.output_meta.axes,
-        "options": {**job.options.__dict__, "kernel_size": list(job.options.kernel_size)},
+        "options": job.options.to_dict(),
         **report,
     }
     io.write_json(job.partial["report"], summary)
@@ -146,7 +193,8 @@ def write_outputs(job: FileJob, plan: Plan, kernels: np.ndarray, report: dict[st
         if job.partial[key].exists():
             _remove(job.outputs[key])
             os.replace(job.partial[key], job.outputs[key])
-    return {k: summary[k] for k in ("input", "outputs", "mode", "planes", "device", "final_loss", "elapsed_s")}
+    keys = ("input", "outputs", "mode", "planes", "device", "final_loss", "elapsed_s", "warnings")
+    return {k: summary.get(k, []) if k == "warnings" else summary[k] for k in keys}
 
 
 def clean_partial(job: FileJob) -> None:

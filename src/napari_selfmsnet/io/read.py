@@ -61,7 +61,9 @@ def _decode(read: Any, path: Path) -> Any:
         # imageio's own message may suggest installing plugins, which would not help here.
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         why = "" if "plugin" in str(err) or "backend" in first or len(first) > 120 else f" ({first})"
-        raise ValueError(f"{path}: cannot decode it as a {kind} image: the file is corrupt or not a {kind}{why}") from err
+        raise ValueError(
+            f"{path}: cannot decode it as a {kind} image: the file is corrupt or not a {kind}{why}"
+        ) from err
 
 
 def _unit(value: Any) -> str | None:

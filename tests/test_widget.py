@@ -863,7 +863,8 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
     from napari_selfmsnet.engine import nonblind
 
     viewer, widget = viewer_widget
-    monkeypatch.setitem(nonblind.DEFAULT_ITERATIONS, "sparse", 60)  # deconvolution records beyond the one held
+    if stage in ("deconvolve", "tiled"):
+        monkeypatch.setitem(nonblind.DEFAULT_ITERATIONS, "sparse", 60)  # records beyond the one held
     solved_tiled = []
     if stage == "tiled":
         # A memory budget so small that the frame's deconvolution is solved tile by tile.
@@ -1027,3 +1028,54 @@ def test_menus_read_as_the_docs_say(make_napari_viewer, qtbot):
     entry = next(a for a in filter_menu.actions() if a.text() == "Blind deblur (Self-MSNet)")
     entry.trigger()
     qtbot.waitUntil(lambda: "Blind deblur (Self-MSNet)" in viewer.window._wrapped_dock_widgets, timeout=30_000)
+
+
+def test_an_image_too_small_for_any_kernel_is_refused_before_starting(viewer_widget, rng, notifications):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (9, 40)), name="strip")
+    assert widget.auto_kernel_size.value is True
+    assert widget.run() is None
+    errors = _errors(notifications)
+    assert len(errors) == 1 and errors[0].startswith("image 9x40 is too small to measure a kernel in: kernel 5x5"), errors
+    assert widget.status.value.startswith("error")
+
+
+def test_a_record_still_being_shown_when_the_run_ends_leaves_no_preview_and_no_stale_status(
+    viewer_widget, qtbot, rng, monkeypatch
+):
+    """napari's activity-dock bar processes pending events when it is updated, so the run's end
+    can be handled in the middle of showing its last record (this left a preview layer over the
+    result and the status on the last plane, in shared-kernel stacks)."""
+    from napari_selfmsnet._napari import widget as widget_module
+    from napari_selfmsnet._napari import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "PROGRESS_INTERVAL_S", 0.0)  # every record reaches the GUI...
+    monkeypatch.setattr(worker_module, "PREVIEW_INTERVAL_S", 0.0)  # ...with its image
+    monkeypatch.setattr(widget_module, "PREVIEW_INTERVAL_S", 0.0)
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (3, 40, 40)), name="z")
+    _configure(widget)
+    widget.stack_mode.value = "shared"
+    worker = widget.run()
+    pbar = widget._pbar
+    held = []
+
+    def slowly(method):
+        def call(*args, **kwargs):
+            progress = widget._progress
+            if not held and progress is not None and progress.segment.stage == "planes" and progress.value == 3:
+                held.append(method.__name__)
+                # As if the bar's repaint took until the run had ended (events are processed meanwhile).
+                qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in ("set_description", "reset", "update"):  # each processes events
+        setattr(pbar, name, slowly(getattr(pbar, name)))
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
+    assert held, "the last plane's record never reached the activity bar"
+    assert [layer.name for layer in viewer.layers] == ["z", "z deblurred", "z kernel"]
+    assert widget.status.value.startswith("done"), widget.status.value

@@ -204,16 +204,16 @@ def make_job(
         raise TypeError(f"layer {source.name!r} has dtype {source.dtype}; deblurring needs integer or float data")
     if source.rgb and source.channels not in (3, 4):
         raise ValueError(f"RGB layer {source.name!r} has {source.channels} channels; expected 3 or 4")
-    # A measured size is at least the smallest kernel: the image must hold that one.
+    # A measured size is at least the smallest kernel: the image must hold that one, at every
+    # scale of the method.
     checked_size = _SMALLEST_KERNEL if kernel_size == AUTO else kernel_size
     try:
-        check_kernel_size(checked_size, source.spatial_shape)
-        scale_geometry(source.spatial_shape, (checked_size, checked_size), METHOD_SCALES[method])
+        check_kernel_size(checked_size, source.spatial_shape, METHOD_SCALES[method])
     except ValueError as err:
+        if kernel_size != AUTO:
+            raise
         h, w = source.spatial_shape
-        if kernel_size == AUTO:
-            raise ValueError(f"image {h}x{w} is too small to measure a kernel in: {err}") from None
-        raise ValueError(f"{err} (image {h}x{w})") from None
+        raise ValueError(f"image {h}x{w} is too small to measure a kernel in: {err}") from None
     resolve_device(device)
     region, region_layer = _region(region, layer, source, checked_size, method)
 

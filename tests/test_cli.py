@@ -623,3 +623,21 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, rng, signame, status):
     assert not list(out.iterdir())  # no partial file, no output
     # The engine stops at its next record; the process then exits (a generous bound for a busy machine).
     assert seconds < 20, f"{seconds:.1f} s"
+
+
+def test_a_stop_is_asked_of_the_engine_then_enforced_at_the_next_record():
+    from napari_selfmsnet import Progress
+    from napari_selfmsnet.batch.jobs import RunInterrupted
+    from napari_selfmsnet.batch.serial import progress_every_for, stopping_callback
+
+    asked = []
+    stop = [False]
+    callback = stopping_callback(lambda record: asked.append(record.step), lambda: stop[0])
+    assert callback(Progress("blind", 1, 9)) is False
+    stop[0] = True
+    assert callback(Progress("blind", 2, 9)) is True  # the engine's own stop first
+    with pytest.raises(RunInterrupted):
+        callback(Progress("polish", 1, 9))  # a stopped file is not kept: no need to wait for its stages
+    assert asked == [1, 2, 1]
+    # On the CPU the blind stage reports every iteration, so a stop is seen within one.
+    assert progress_every_for("cpu") == 1

@@ -20,7 +20,9 @@ from .. import io
 from ..engine.pipeline import deblur
 from ..evaluation.metrics import levin_scores
 from ..evaluation.sample import blurred_sample, sample_kernel, sharp_sample
+from .jobs import RunInterrupted
 from .progress_bars import bar_callback
+from .serial import progress_every_for, stopping_callback
 from .stopping import StopRequest
 
 __all__ = ["run_demo", "side_by_side", "stretch"]
@@ -66,17 +68,12 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     with StopRequest() as stop, tqdm(unit="step", disable=None, file=sys.stderr) as bar:
         stages = bar_callback(bar, "demo")
-
-        def progress(record) -> bool:
-            stages(record)
-            return stop()
-
         try:
             result = deblur(
-                blurred, true_kernel.shape, preset=args.preset, iterations=args.iterations,
-                device=args.device, seed=0, callback=progress,
+                blurred, true_kernel.shape, preset=args.preset, iterations=args.iterations, device=args.device,
+                seed=0, callback=stopping_callback(stages, stop), progress_every=progress_every_for(args.device),
             )  # fmt: skip
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RunInterrupted):
             result = None
         if result is not None and not stop:
             stages.finish()

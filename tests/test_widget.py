@@ -780,8 +780,10 @@ def test_progress_is_told_stage_by_stage_with_time_left():
     assert "about 0 s left" in progress.describe()
 
     stack = RunProgress(stack=True, clock=lambda: now[0])
+    assert stack.cancelling().startswith("cancelling... (before the first stage")
     stack.update(Progress(stage="blind", step=3, total=10, plane=1, planes=5))
     assert stack.stage_label() == "plane 2/5: blind fit"
+    assert stack.cancelling().startswith("cancelling... (plane 2/5: ending the blind fit with its estimate so far; ")
     assert stack.update(Progress(stage="blind", step=1, total=5, plane=2, planes=5))
     assert stack.stage_label() == "plane 3/5: blind fit"  # a new plane is not a second run
     stack.update(Progress(stage="planes", step=2, total=5, plane=1, planes=5))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..engine.records import Progress
 
-__all__ = ["STAGE_LABELS", "RunProgress", "Segment", "format_seconds"]
+__all__ = ["STAGE_LABELS", "STAGE_NOUNS", "RunProgress", "Segment", "format_seconds"]
 
 #: What each stage is called on the status line.
 STAGE_LABELS = {
@@ -25,6 +25,14 @@ STAGE_LABELS = {
     "polish": "polishing the kernel",
     "deconvolve": "deconvolving the frame",
     "planes": "deconvolving the planes with the shared kernel",
+}
+#: What a stage is called in "cancelling... (ending the <noun> ...)".
+STAGE_NOUNS = {
+    "size": "kernel-size probes",
+    "blind": "blind fit",
+    "polish": "polish",
+    "deconvolve": "deconvolution",
+    "planes": "planes' deconvolution",
 }
 
 
@@ -133,9 +141,24 @@ class RunProgress:
             label = f"blind fit, run {segment.attempt} from another seed (the self-check doubted the last one)"
         elif segment.stage == "size":
             label = f"{label} (short probe runs; they stop once the blur fits)"
-        if self.stack and record.planes and segment.stage != "planes":
-            label = f"plane {(record.plane or 0) + 1}/{record.planes}: {label}"
-        return label
+        return self._plane_prefix() + label
+
+    def _plane_prefix(self) -> str:
+        """``"plane 2/5: "`` while a stack's plane runs (not for the shared kernel's planes stage)."""
+        segment, record = self.segment, self.record
+        if self.stack and record is not None and record.planes and segment is not None and segment.stage != "planes":
+            return f"plane {(record.plane or 0) + 1}/{record.planes}: "
+        return ""
+
+    def cancelling(self) -> str:
+        """The status line once Cancel was pressed, until the run has stopped."""
+        if self.segment is None:
+            return f"cancelling... (before the first stage; {format_seconds(self.elapsed())})"
+        noun = STAGE_NOUNS[self.segment.stage]
+        return (
+            f"cancelling... ({self._plane_prefix()}ending the {noun} with its estimate so far; "
+            f"{format_seconds(self.elapsed())})"
+        )
 
     def describe(self) -> str:
         """The status line: stage, step of total (and loss), time so far and left in the stage."""

@@ -54,7 +54,7 @@ from .layers import (
     preview_layer_kwargs,
     suggested_kernel_size,
 )
-from .progress import RunProgress, format_seconds
+from .progress import RunProgress
 from .worker import PREVIEW_INTERVAL_S, run_job
 
 if TYPE_CHECKING:
@@ -486,10 +486,7 @@ class DeblurWidget(Container):
         if self._pbar is not None and self._pbar.is_canceled:
             self._cancel_requested = True  # the activity dock's cancel button
         if self._cancel_requested:
-            stage = progress.stage_label() if progress.segment is not None else "start"
-            self.status.value = (
-                f"cancelling... (ending the {stage} with its estimate so far; {format_seconds(progress.elapsed())})"
-            )
+            self.status.value = progress.cancelling()
         else:
             self.status.value = progress.describe()
 

@@ -567,12 +567,12 @@ class TestWarningsAndProgress:
         assert "<" in stream.getvalue()  # tqdm's elapsed<remaining: an ETA is shown
 
     def test_the_bar_restarts_at_each_stage_and_plane(self):
+        import io as text_io
+
         from tqdm import tqdm
 
         from napari_selfmsnet import Progress
         from napari_selfmsnet.batch.progress_bars import StageBar
-
-        import io as text_io
 
         bar = tqdm(file=text_io.StringIO(), disable=False)
         stages = StageBar(bar)

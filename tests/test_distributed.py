@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from _tiny_run import FAST, KSIZE, counts
 from scipy import ndimage, signal
 
 from napari_selfmsnet.batch.cli import main
@@ -18,8 +19,6 @@ from napari_selfmsnet.batch.plan import make_plan
 from napari_selfmsnet.batch.serial import run_serial
 
 distributed = pytest.importorskip("distributed")
-
-from _tiny_run import FAST, KSIZE, counts
 
 OPTIONS = RunOptions((KSIZE, KSIZE), method="self-msnet-s", iterations=3, device="cpu", nonblind="wiener")
 

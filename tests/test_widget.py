@@ -145,12 +145,21 @@ def test_plane_stack_maps_flat_index_onto_leading_axes(rng):
     np.testing.assert_array_equal(planes[4], data[1, 1])
 
 
-def test_plane_stack_drops_alpha_and_widens_int64(rng):
-    rgba = (rng.random((8, 9, 4)) * 100).astype(np.int64)
+def test_plane_stack_drops_alpha_and_keeps_the_dtype(rng):
+    rgba = (rng.random((8, 9, 4)) * 100).astype(">i8")  # NumPy's default integer, big-endian too
     planes = PlaneStack(describe_layer(_FakeLayer(rgba, rgb=True)), [()])
     assert planes.shape == (1, 8, 9, 3)
-    assert planes[0].dtype == np.float64
+    assert planes[0].dtype == rgba.dtype == planes.dtype
     np.testing.assert_array_equal(planes[0], rgba[..., :3])
+
+
+def test_int64_and_big_endian_layers_are_deblurred(viewer_widget, qtbot, rng):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blurred(rng, (40, 40)).astype(">i8"), name="wide")
+    _configure(widget)
+    _run_to_end(qtbot, widget)
+    assert viewer.layers["wide deblurred"].data.dtype == np.float32
+    assert widget.status.value.startswith("done")
 
 
 def test_plane_stack_names_the_plane_holding_nan(rng):
@@ -888,6 +897,8 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
         viewer.layers.selection.active = viewer.layers["x"]
 
     worker = widget.run()
+    # Listening from the start: the run may end while the test waits for the held record.
+    finished = qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS)
     cancelled_at, statuses = [], []
 
     def on_record(record) -> None:
@@ -906,8 +917,7 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
     qtbot.waitUntil(lambda: gate.held_stage is not None, timeout=RUN_TIMEOUT_MS)
     if not cancelled_at:
         on_record(Progress(stage=target, step=0, total=1))
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    finished.wait()
     wall = time.monotonic() - cancelled_at[0][0]
     cpu = time.process_time() - cancelled_at[0][1]
     # The stop lands in the stage asked for; every solve after it ends at its first record, and

@@ -31,9 +31,6 @@ __all__ = [
     "suggested_kernel_size",
 ]
 
-#: Integer dtypes the engine does not take directly; planes are read as float64 instead.
-_WIDE_INTEGERS = (np.dtype(np.int64), np.dtype(np.uint64))
-
 
 @dataclass(frozen=True)
 class LayerSource:
@@ -264,8 +261,10 @@ class PlaneStack:
     ``np.asarray(stack[i])``; this maps ``i`` onto the layer's leading axes (a 4-D
     ``(T, Z, Y, X)`` layer gives ``T * Z`` planes, T-major), so no reshape of the (possibly
     lazy) data is needed. Each plane read is also checked: an RGBA plane loses its alpha
-    channel, 64-bit integers become float64, and (with ``check_finite``) a plane holding NaN or
-    infinity raises a ``ValueError`` naming the plane, before the engine sees it.
+    channel, and (with ``check_finite``) a plane holding NaN or infinity raises a
+    ``ValueError`` naming the plane, before the engine sees it. Dtypes are the engine's to
+    check (:func:`~napari_selfmsnet.engine.inputs.check_image` takes every integer and float
+    dtype).
 
     Parameters
     ----------
@@ -292,7 +291,7 @@ class PlaneStack:
         plane = source.spatial_shape + ((3,) if source.rgb else ())
         self.shape = (len(self.indices), *plane)
         self.ndim = len(self.shape)
-        self.dtype = np.dtype(np.float64) if source.dtype in _WIDE_INTEGERS else source.dtype
+        self.dtype = source.dtype
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -304,8 +303,6 @@ class PlaneStack:
         plane = np.asarray(self.source.data[position])
         if self.source.rgb:
             plane = plane[..., :3]
-        if plane.dtype in _WIDE_INTEGERS:
-            plane = plane.astype(np.float64)
         if self.check_finite and plane.dtype.kind == "f" and not np.all(np.isfinite(plane)):
             where = f"plane {position} of " if position else ""
             raise ValueError(

@@ -115,10 +115,14 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         def score_preview(progress) -> None:
             # The blind stage's previews are what the run holds at that iteration: the
             # generator's image and the current kernel, before any non-blind stage.
-            if progress.stage == "blind":
+            # A blind run that the self-check doubts is followed by one from the next seed: its
+            # steps start again, and its points are numbered as a further attempt. The last
+            # iteration is the run's own result, not a trace point.
+            if progress.stage == "blind" and progress.step < progress.total:
+                attempt = trace[-1]["attempt"] + (progress.step <= trace[-1]["iteration"]) if trace else 0
                 preview = np.clip(progress.image.astype(np.float64), 0, 1)
                 scores = levin_scores(preview, case.sharp, kernel=progress.kernel, true_kernel=case.kernel)
-                trace.append({"iteration": progress.step, "loss": progress.loss, **scores})
+                trace.append({"attempt": attempt, "iteration": progress.step, "loss": progress.loss, **scores})
 
         result = deblur(
             case.blurred.astype(np.float32), case.kernel.shape, method=args.method, preset=preset_of(args),

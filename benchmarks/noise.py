@@ -28,7 +28,6 @@ python benchmarks/noise.py --suite micro --photons 1000 --seeds 2 --out /tmp/m.j
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import sys
 import time

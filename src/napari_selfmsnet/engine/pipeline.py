@@ -28,10 +28,18 @@ import numpy as np
 import torch
 
 from .config import SolverConfig, method_of, resolve_config
-from .devices import device_name, release_memory, resolve_device
-from .inputs import check_image, check_kernel_size, from_channels_first, largest_kernel, to_channels_first
-from .intensity import IntensityMap
 from .convolution import resample_kernel
+from .devices import device_name, release_memory, resolve_device
+from .inputs import (
+    check_image,
+    check_kernel_size,
+    check_seed,
+    drop_alpha,
+    from_channels_first,
+    largest_kernel,
+    to_channels_first,
+)
+from .intensity import IntensityMap
 from .kernel_size import AUTO, kernel_size_steps
 from .kernel_step import gray_noise_factor
 from .noise import NoiseModel, estimate_noise
@@ -171,16 +179,17 @@ def deblur_steps(
     so a bad one raises here, not at the first ``next()``. Send True at a record to stop the
     stage running (see the module docstring).
     """
-    array = check_image(image)
+    array, alpha = drop_alpha(np.asarray(image)) if hasattr(image, "shape") else (image, None)
+    array = check_image(array)
     config = resolve_config(preset, method, iterations)
     if warm_start is not None and isinstance(warm_start, DeblurResult) and kernel_size == AUTO:
         kernel_size = tuple(warm_start.params["kernel_size"])  # the previous plane's measure
     if isinstance(kernel_size, str) and kernel_size == AUTO:
         kernel_shape = None  # measured by the "size" stage
+        check_kernel_size(3, array.shape[:2], config.scales)  # the smallest must fit: checked now
     else:
         kernel_shape = check_kernel_size(kernel_size, array.shape[:2], config.scales)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
     if not isinstance(progress_every, (int, np.integer)) or isinstance(progress_every, bool) or progress_every < 1:
         raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
     if warm_start is not None and not isinstance(warm_start, DeblurResult):
@@ -208,6 +217,7 @@ def deblur_steps(
         "input_shape": list(array.shape),
         "region": window.to_list(),
         "warm_started": warm_start is not None,
+        "input_warnings": [alpha] if alpha else [],
         "torch": torch.__version__,
     }
     return _run(
@@ -326,7 +336,7 @@ def _run(
         iterations_run=state.iteration,
         extras={"recoveries": state.recoveries},
         warm_start=None if cancelled else state.warm_start,
-        warnings=list(check.warnings),
+        warnings=[*params["input_warnings"], *check.warnings],
     )
 
 

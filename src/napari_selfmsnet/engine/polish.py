@@ -222,7 +222,10 @@ def finish_steps(
         # The estimate explains the input better than its noise allows: it fits the noise, which
         # a kernel sharper than the blur, or a wrong one, turns into ringing. Raise the weight
         # until the misfit reaches the floor (the discrepancy principle, as a lower bound).
-        found = yield from _discrepancy_steps(window, kernel, window_weight, residual, config, device, noise_sigma, total)
+        checked = total - (0 if whole else iterations)
+        found = yield from _discrepancy_steps(
+            window, kernel, window_weight, residual, config, device, noise_sigma, checked, total
+        )
         if found is not None:
             raise_by, latent, residual, correlation = found
     weight = config.deconvolution_weight_for(_relative(noise_sigma, frame)) * raise_by
@@ -244,7 +247,7 @@ def finish_steps(
 _RAISE, _RAISES = 2.0, 5
 
 
-def _discrepancy_steps(window, kernel, weight, residual, config, device, noise_sigma, total):
+def _discrepancy_steps(window, kernel, weight, residual, config, device, noise_sigma, step, total):
     """Raise ``weight`` by factors of :data:`_RAISE` until the window's misfit reaches
     ``config.residual_floor``; returns ``(factor, latent, residual, correlation)`` of the first
     weight that does (the last tried when none does), or None when stopped."""
@@ -252,7 +255,8 @@ def _discrepancy_steps(window, kernel, weight, residual, config, device, noise_s
     for _ in range(_RAISES):
         factor *= _RAISE
         solve = deconvolve_steps(window, kernel, method="sparse", weight=weight * factor, device=device)
-        latent, halted = yield from relay(solve, _offset(total - DEFAULT_ITERATIONS["sparse"]))
+        # Reported at the step the checks ended on: a re-solve adds no new ground to cover.
+        latent, halted = yield from relay(solve, _pinned(step, total))
         if halted:
             return None
         residual, correlation = residual_statistics(window, latent, kernel, noise_sigma)
@@ -263,6 +267,15 @@ def _discrepancy_steps(window, kernel, weight, residual, config, device, noise_s
 
 def _same(record: Progress) -> Progress:
     return record
+
+
+def _pinned(step: int, total: int):
+    """Records of a solve that repeats one already counted: they stay at ``step`` of ``total``."""
+
+    def convert(record: Progress) -> Progress:
+        return replace(record, step=step, total=total)
+
+    return convert
 
 
 def _offset(before: int, after: int = 0):

@@ -40,7 +40,7 @@ from _common import (
     write_text,
 )
 
-from napari_selfmsnet import PRESETS, SolverConfig
+from napari_selfmsnet import PRESETS, SolverConfig, deblur
 from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.engine.nonblind import DEFAULT_ITERATIONS, DEFAULT_WEIGHTS, deconvolve
 from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case
@@ -105,11 +105,11 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
     reset_peak_memory(device)
     if args.baseline == "blurred":
         image, kernel, seconds, iterations = case.blurred, None, 0.0, 0
+        checked: dict = {}
     elif args.baseline == "true-kernel":
         image, kernel, seconds, iterations = reference, case.kernel, reference_s, DEFAULT_ITERATIONS[REFERENCE_METHOD]
+        checked = {}
     else:
-        from napari_selfmsnet import deblur
-
         trace: list[dict] = []
 
         def score_preview(progress) -> None:
@@ -136,6 +136,11 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
             np.savez_compressed(args.save / f"{case.name}.npz", image=result.image, kernel=result.kernel)
         image, kernel = np.clip(result.image.astype(np.float64), 0, 1), result.kernel
         seconds, iterations = result.elapsed_s, result.iterations_run
+        checked = {
+            "warnings": result.warnings,
+            "self_check": result.params["self_check"],
+            "attempts": result.params["attempts"],
+        }
     scores = levin_scores(image, case.sharp, reference=reference, kernel=kernel, true_kernel=case.kernel)
     record["result"] = {
         **scores,
@@ -143,6 +148,7 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         "iterations": iterations,
         "seconds_per_iteration": seconds / iterations if iterations else None,
         **peak_memory(device),
+        **checked,
     }
     return record
 
@@ -161,6 +167,11 @@ def summarise(records: list[dict]) -> dict:
         "kernel_similarity": mean(r.get("kernel_similarity") for r in results),
         "seconds": mean(r["seconds"] for r in results),
         "seconds_per_iteration": mean(r["seconds_per_iteration"] for r in results),
+        # A blind method may fail; it must not fail silently.
+        "worse_than_input": sum(r["result"]["psnr"] < r["blurred"]["psnr"] for r in records),
+        "worse_without_warning": sum(
+            r["result"]["psnr"] < r["blurred"]["psnr"] and not r["result"].get("warnings") for r in records
+        ),
     }
     for anchor in ("blurred", "true_kernel"):
         summary[anchor] = {

@@ -65,7 +65,10 @@ class SolverConfig:
         where the image re-blurred by the kernel explains the input closer than this share of
         the noise variance (it fits the noise, the mark of a kernel sharper than the blur), the
         final weight is doubled until it does not (the discrepancy principle as a lower bound;
-        0 turns it off); ``headroom``: the
+        0 turns it off); ``scale_agreement``: when the finest scale's kernel and the next
+        coarser one's (resampled) are at least this similar, both are also checked unpolished,
+        beside their polish, and one whose misfit stays above ``residual_floor`` is preferred
+        (smooth blurs, which the polish narrows; above 1: never); ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
@@ -117,6 +120,7 @@ class SolverConfig:
     deconvolution_weight: float = 2e-4
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
     residual_floor: float = 0.8
+    scale_agreement: float = 0.9
     seeds: int = 1
     retries: int = 1
     kernel_every: int = 1

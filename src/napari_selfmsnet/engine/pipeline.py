@@ -358,7 +358,13 @@ def _finish(
         coarse = state.scale_kernels[-2].detach().cpu().float()
         factor = config.scales[-1] / config.scales[-2]
         starts.append(resample_kernel(coarse, tuple(kernel.shape), factor).numpy())
-    steps = finish_steps(window, frame, starts, config, device, noise_sigma=noise, kernel_noise_sigma=kernel_noise)
+    # Two scales that found the same kernel independently of the polish make the kernel as
+    # estimated a candidate of its own (see finish_steps).
+    as_estimated = len(starts) > 1 and kernel_similarity(starts[0], starts[1]) >= config.scale_agreement
+    steps = finish_steps(
+        window, frame, starts, config, device, noise_sigma=noise, kernel_noise_sigma=kernel_noise,
+        as_estimated=as_estimated,
+    )  # fmt: skip
     finish, _ = yield from relay(steps, timed)
     return finish
 

@@ -25,7 +25,7 @@ from .config import SolverConfig
 from .convolution import center_kernel
 from .inputs import to_channels_first
 from .kernel_step import estimate_kernel
-from .nonblind import DEFAULT_ITERATIONS, deconvolve, deconvolve_steps
+from .nonblind import DEFAULT_ITERATIONS, deconvolve_steps
 from .records import Progress
 from .selfcheck import kernel_similarity, residual_statistics
 from .steps import drain, relay
@@ -86,7 +86,15 @@ def polish_steps(
     kernel_sigma = noise_sigma if kernel_noise_sigma is None else kernel_noise_sigma
     total = len(weights) if total is None else total
     for done, weight in enumerate(weights, start=first_step + 1):
-        sharp = deconvolve(observation, kernel, method="sparse", weight=max(weight, floor), device=device)
+        # A round's deconvolution is most of its time (seconds on a large window): it reports,
+        # so a stop request ends the polish within a few solver iterations, not a round.
+        solve = deconvolve_steps(
+            observation, kernel, method="sparse", weight=max(weight, floor), device=device,
+            progress_every=_ROUND_RECORDS,
+        )  # fmt: skip
+        sharp, halted = yield from relay(solve, _within_round(done - 1, total, kernel))
+        if halted:
+            break  # a partial deconvolution is no ground for a kernel step: the last kernel stands
         k = estimate_kernel(
             _as_batch(sharp, device),
             y,
@@ -111,6 +119,19 @@ def polish_steps(
     return (kernel / kernel.sum()).astype(np.float32)
 
 
+_ROUND_RECORDS = 25  # solver iterations between the records within a polish round
+
+
+def _within_round(step: int, total: int, kernel: np.ndarray):
+    """A polish round's solver records: at the rounds done so far, with the kernel so far."""
+    preview = (kernel / kernel.sum()).astype(np.float32)
+
+    def convert(record: Progress) -> Progress:
+        return Progress(stage="polish", step=step, total=total, kernel=preview)
+
+    return convert
+
+
 def polish_kernel(
     observation: np.ndarray,
     kernel: np.ndarray,
@@ -128,7 +149,8 @@ class Finish:
     """What the stages after the blind one hand back (see :func:`finish_steps`).
 
     ``kernel`` and ``image`` (the frame deconvolved with it, normalised units) as chosen;
-    ``start``: which of the starts it was polished from; ``residual`` and
+    ``start``: which candidate it was: the starts polished, in order, then (with
+    ``as_estimated``) the starts as they were; ``residual`` and
     ``residual_correlation``: its misfit on the window (:func:`.selfcheck.residual_statistics`);
     ``agreement``: its similarity to the most alike kernel polished from another start (None
     with one start); ``weight``: the sparse prior's weight of the final deconvolution;
@@ -161,6 +183,7 @@ def finish_steps(
     *,
     noise_sigma: float = 0.0,
     kernel_noise_sigma: float | None = None,
+    as_estimated: bool = False,
 ) -> Generator[Progress, Any, Finish]:
     """The stages after the blind one: polish every start, keep the best, deconvolve the frame.
 
@@ -173,7 +196,11 @@ def finish_steps(
     data the polish can drift from a good start, and which start ends best differs from image
     to image. The whole ``frame`` is then deconvolved with it (unless the window is the frame,
     whose deconvolution that already was), at the weight the noise calls for
-    (:meth:`SolverConfig.deconvolution_weight_for`).
+    (:meth:`SolverConfig.deconvolution_weight_for`). With ``as_estimated`` (the caller's sign
+    that the starts agree), every start is also checked as it is, unpolished, and a kernel
+    whose misfit stays above ``config.residual_floor`` is preferred: the polish, an alternating
+    MAP, narrows smooth blurs (a Gaussian or defocus PSF) even when it starts from the true one,
+    while a blind run on such a blur is often right already.
 
     ``window`` and ``frame`` are in normalised units (``window`` is the part of ``frame`` the
     blind fit saw, or all of it); ``noise_sigma`` is their noise in the same units and
@@ -199,24 +226,36 @@ def finish_steps(
         if stopped:
             break
 
+    # (start it came from, kernel): the polished ones, then the starts as estimated.
+    kernels = list(enumerate(polished))
+    if as_estimated and rounds and not stopped:
+        for index, start in enumerate(starts):
+            kernel = center_kernel(torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32))).numpy()
+            kernels.append((index, (kernel / kernel.sum()).astype(np.float32)))
     iterations = DEFAULT_ITERATIONS["sparse"]
     whole = window.shape == frame.shape
-    total = iterations * (len(polished) + (0 if whole else 1))
+    total = iterations * (len(kernels) + (0 if whole else 1))
     window_weight = config.deconvolution_weight_for(_relative(noise_sigma, window))
     candidates = []
-    for index, kernel in enumerate(polished):
+    for index, (origin, kernel) in enumerate(kernels):
         check = deconvolve_steps(window, kernel, method="sparse", weight=window_weight, device=device)
         latent, halted = yield from relay(check, _offset(index * iterations, total - iterations * (index + 1)))
         if candidates and halted:
             break  # a partial solve says nothing of its kernel; the ones checked before stand
         residual, correlation = residual_statistics(window, latent, kernel, noise_sigma)
-        candidates.append((correlation, residual, kernel, latent))
+        candidates.append((correlation, residual, kernel, latent, origin))
         stopped = stopped or halted
         if stopped:
             break
-    best = min(range(len(candidates)), key=lambda i: candidates[i][0])
-    correlation, residual, kernel, latent = candidates[best]
-    others = [kernel_similarity(kernel, c[2]) for i, c in enumerate(candidates) if i != best]
+    # Where the scales agreed (as_estimated), the polish's way of failing is known: it narrows
+    # a smooth blur until the estimate explains the input closer than its noise allows. A kernel
+    # that stays above the floor is then preferred whatever its correlation. Elsewhere (motion
+    # blur, where the polish is what makes the kernel sharp) the correlation alone decides.
+    floor = config.residual_floor if as_estimated and noise_sigma > 0 else 0.0
+    best = min(range(len(candidates)), key=lambda i: (candidates[i][1] < floor, candidates[i][0]))
+    correlation, residual, kernel, latent, origin = candidates[best]
+    # Agreement is between different starts: a kernel and its own polish say nothing new.
+    others = [kernel_similarity(kernel, c[2]) for c in candidates if c[4] != origin]
     raise_by = 1.0
     if residual < config.residual_floor and noise_sigma > 0 and not stopped:
         # The estimate explains the input better than its noise allows: it fits the noise, which

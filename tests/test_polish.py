@@ -10,7 +10,7 @@ from napari_selfmsnet.engine.nonblind import DEFAULT_WEIGHTS, deconvolve
 from napari_selfmsnet.engine.polish import finish_steps, polish_kernel, round_support_factor, round_weights
 from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
-from napari_selfmsnet.evaluation.synth import blur_valid, motion_kernel, phantom
+from napari_selfmsnet.evaluation.synth import blur_valid, gaussian_psf, motion_kernel, phantom
 
 
 def test_polish_sharpens_a_widened_kernel():
@@ -118,6 +118,21 @@ def test_finish_keeps_the_start_whose_misfit_is_most_like_noise():
     assert finish.start == 1
     assert finish.residual_correlation < 0.1
     assert finish.agreement == pytest.approx(kernel_similarity(finish.kernel, wrong))
+
+
+def test_a_smooth_blur_keeps_the_kernel_as_estimated_when_the_scales_agree():
+    rng = np.random.default_rng(2)
+    sharp = phantom((108, 108), rng)
+    true = gaussian_psf(13, 2.0).astype(np.float32)
+    blurred = (blur_valid(sharp, true) + rng.normal(0, 0.03, (96, 96))).astype(np.float32)
+    cpu = torch.device("cpu")
+    config = PRESETS["fast"]
+    # Started from the true PSF twice (two scales that agree), the polish narrows it.
+    polished = drain(finish_steps(blurred, blurred, [true, true], config, cpu, noise_sigma=0.03))
+    kept = drain(finish_steps(blurred, blurred, [true, true], config, cpu, noise_sigma=0.03, as_estimated=True))
+    assert kernel_similarity(polished.kernel, true) < 0.9
+    assert kept.start >= 2 and kernel_similarity(kept.kernel, true) > 0.99
+    assert kept.residual >= config.residual_floor
 
 
 def test_a_stopped_polish_keeps_its_kernel_and_the_frame_is_still_deconvolved():

@@ -103,12 +103,11 @@ def run_case(case: LevinCase, args: argparse.Namespace, device: torch.device) ->
         "true_kernel": {**levin_scores(reference, case.sharp), "seconds": reference_s},
     }
     reset_peak_memory(device)
+    checked: dict = {}  # what the run said of itself; a baseline says nothing
     if args.baseline == "blurred":
         image, kernel, seconds, iterations = case.blurred, None, 0.0, 0
-        checked: dict = {}
     elif args.baseline == "true-kernel":
         image, kernel, seconds, iterations = reference, case.kernel, reference_s, DEFAULT_ITERATIONS[REFERENCE_METHOD]
-        checked = {}
     else:
         trace: list[dict] = []
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -113,10 +113,10 @@ def polish_steps(
         if not torch.isfinite(k).all():
             break
         kernel = center_kernel(k.cpu().float()).numpy()
-        preview = (kernel / kernel.sum()).astype(np.float32)
+        preview = _unit_sum(kernel)
         if (yield Progress(stage="polish", step=done, total=total, kernel=preview)):
             break
-    return (kernel / kernel.sum()).astype(np.float32)
+    return _unit_sum(kernel)
 
 
 _ROUND_RECORDS = 25  # solver iterations between the records within a polish round
@@ -124,7 +124,7 @@ _ROUND_RECORDS = 25  # solver iterations between the records within a polish rou
 
 def _within_round(step: int, total: int, kernel: np.ndarray):
     """A polish round's solver records: at the rounds done so far, with the kernel so far."""
-    preview = (kernel / kernel.sum()).astype(np.float32)
+    preview = _unit_sum(kernel)
 
     def convert(record: Progress) -> Progress:
         return Progress(stage="polish", step=step, total=total, kernel=preview)
@@ -211,9 +211,9 @@ def finish_steps(
     """
     rounds = config.polish_rounds if config.final == "nonblind" else 0
     stopped = False
+    centred = [_centred(start) for start in starts]
     polished = []
-    for index, start in enumerate(starts):
-        kernel = center_kernel(torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32))).numpy()
+    for index, kernel in enumerate(centred):
         if rounds:
             polish = polish_steps(
                 window, kernel, config, device, noise_sigma=_relative(noise_sigma, window),
@@ -222,16 +222,14 @@ def finish_steps(
             )  # fmt: skip
             kernel, halted = yield from relay(polish, _same)
             stopped = stopped or halted
-        polished.append((kernel / kernel.sum()).astype(np.float32))
+        polished.append(_unit_sum(kernel))
         if stopped:
             break
 
     # (start it came from, kernel): the polished ones, then the starts as estimated.
     kernels = list(enumerate(polished))
     if as_estimated and rounds and not stopped:
-        for index, start in enumerate(starts):
-            kernel = center_kernel(torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32))).numpy()
-            kernels.append((index, (kernel / kernel.sum()).astype(np.float32)))
+        kernels += [(index, _unit_sum(kernel)) for index, kernel in enumerate(centred)]
     iterations = DEFAULT_ITERATIONS["sparse"]
     whole = window.shape == frame.shape
     total = iterations * (len(kernels) + (0 if whole else 1))
@@ -243,7 +241,7 @@ def finish_steps(
         if candidates and halted:
             break  # a partial solve says nothing of its kernel; the ones checked before stand
         residual, correlation = residual_statistics(window, latent, kernel, noise_sigma)
-        candidates.append((correlation, residual, kernel, latent, origin))
+        candidates.append(_Candidate(correlation, residual, kernel, latent, origin))
         stopped = stopped or halted
         if stopped:
             break
@@ -252,10 +250,10 @@ def finish_steps(
     # that stays above the floor is then preferred whatever its correlation. Elsewhere (motion
     # blur, where the polish is what makes the kernel sharp) the correlation alone decides.
     floor = config.residual_floor if as_estimated and noise_sigma > 0 else 0.0
-    best = min(range(len(candidates)), key=lambda i: (candidates[i][1] < floor, candidates[i][0]))
+    best = min(range(len(candidates)), key=lambda i: (candidates[i].residual < floor, candidates[i].correlation))
     correlation, residual, kernel, latent, origin = candidates[best]
     # Agreement is between different starts: a kernel and its own polish say nothing new.
-    others = [kernel_similarity(kernel, c[2]) for c in candidates if c[4] != origin]
+    others = [kernel_similarity(kernel, c.kernel) for c in candidates if c.origin != origin]
     raise_by = 1.0
     if residual < config.residual_floor and noise_sigma > 0 and not stopped:
         # The estimate explains the input better than its noise allows: it fits the noise, which
@@ -284,6 +282,25 @@ def finish_steps(
 
 #: Steps of the weight in the discrepancy search, and how many at most.
 _RAISE, _RAISES = 2.0, 5
+
+
+class _Candidate(NamedTuple):
+    """A kernel checked on the window: its misfit, the deconvolution, the start it came from."""
+
+    correlation: float
+    residual: float
+    kernel: np.ndarray
+    latent: np.ndarray
+    origin: int
+
+
+def _centred(start: np.ndarray) -> np.ndarray:
+    """A start kernel as float32, centred by :func:`.convolution.center_kernel`."""
+    return center_kernel(torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32))).numpy()
+
+
+def _unit_sum(kernel: np.ndarray) -> np.ndarray:
+    return (kernel / kernel.sum()).astype(np.float32)
 
 
 def _discrepancy_steps(window, kernel, weight, residual, config, device, noise_sigma, step, total):

@@ -9,13 +9,17 @@ from napari_selfmsnet import deblur
 from napari_selfmsnet.engine.nonblind import deconvolve
 from napari_selfmsnet.engine.selfcheck import (
     MAX_BORDER_MASS,
+    MAX_RESIDUAL_CORRELATION,
+    NOISE_FLOOR,
     SelfCheck,
     border_mass,
+    judged_correlation,
     kernel_similarity,
+    radial_symmetry,
     residual_statistics,
     structure_above_noise,
 )
-from napari_selfmsnet.evaluation.synth import blur_valid, gaussian_psf, motion_kernel, phantom
+from napari_selfmsnet.evaluation.synth import blur_valid, defocus_psf, gaussian_psf, motion_kernel, phantom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,16 +64,50 @@ def test_structure_is_measured_in_noise_units():
 
 def test_judge_names_what_it_found_and_what_to_do():
     fine = SelfCheck.judge(
-        structure=500.0, residual=0.9, residual_correlation=-0.05, border_mass=0.01, agreement=0.9, kernel_shape=(9, 9)
+        structure=500.0,
+        residual=0.9,
+        residual_correlation=-0.05,
+        border_mass=0.01,
+        agreement=0.9,
+        kernel_shape=(9, 9),
+        noise_sigma=0.01,
     )
     assert fine.passed and fine.to_dict()["warnings"] == []
     bad = SelfCheck.judge(
-        structure=0.1, residual=1.0, residual_correlation=0.3, border_mass=0.5, agreement=0.1, kernel_shape=(5, 5)
+        structure=0.1,
+        residual=1.0,
+        residual_correlation=0.3,
+        border_mass=0.5,
+        agreement=0.1,
+        kernel_shape=(5, 5),
+        noise_sigma=0.01,
     )
     assert not bad.passed and len(bad.warnings) == 4
     text = " ".join(bad.warnings)
     assert "nothing above its noise" in text and "larger kernel_size" in text
     assert "try another seed" in text and "disagree" in text
+
+
+def test_the_misfit_of_nearly_noise_free_data_is_judged_against_the_noise_floor():
+    # 8-bit quantisation alone: a misfit three times the noise's variance, correlated at 0.25,
+    # is a tenth of a grey level, far below what shows in a result.
+    quantisation = 0.3 / 255
+    judged = judged_correlation(0.25, 3.0, quantisation)
+    assert judged < 0.05
+    # A white misfit at the floor's level halves when that noise is added: the formula's anchor.
+    assert judged_correlation(0.4, 1.0, NOISE_FLOOR / 2**0.5) == pytest.approx(0.2)
+    # At or above the floor nothing changes.
+    assert judged_correlation(0.25, 3.0, 0.01) == 0.25
+    check = SelfCheck.judge(
+        structure=1e4, residual=3.0, residual_correlation=0.25, border_mass=0.0, agreement=0.9, kernel_shape=(9, 9),
+        noise_sigma=quantisation,
+    )  # fmt: skip
+    assert check.passed and check.residual_correlation == 0.25 and check.judged_correlation == judged
+    noisy = SelfCheck.judge(
+        structure=1e2, residual=3.0, residual_correlation=0.25, border_mass=0.0, agreement=0.9, kernel_shape=(9, 9),
+        noise_sigma=0.01,
+    )  # fmt: skip
+    assert noisy.judged_correlation > MAX_RESIDUAL_CORRELATION and not noisy.passed
 
 
 def test_a_run_on_pure_noise_warns_instead_of_answering_confidently():
@@ -87,3 +125,12 @@ def test_a_kernel_size_far_too_small_is_flagged():
     result = deblur(blurred.astype(np.float32), 5, iterations=20, device="cpu")
     assert result.params["self_check"]["border_mass"] > MAX_BORDER_MASS
     assert any("larger kernel_size" in w for w in result.warnings)
+
+
+def test_radial_symmetry_tells_a_smooth_psf_from_a_motion_trail():
+    for psf in (gaussian_psf(17, 2.5), gaussian_psf(9, 1.2), defocus_psf(13, 5.0)):
+        assert radial_symmetry(psf) > 0.98
+    for seed in range(3):
+        assert radial_symmetry(motion_kernel(27, seed)) < 0.8
+    assert radial_symmetry(np.pad(np.ones((1, 1)), 2)) == pytest.approx(1.0)
+    assert radial_symmetry(np.zeros((5, 5))) == 0.0

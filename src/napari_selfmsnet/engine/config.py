@@ -65,10 +65,12 @@ class SolverConfig:
         where the image re-blurred by the kernel explains the input closer than this share of
         the noise variance (it fits the noise, the mark of a kernel sharper than the blur), the
         final weight is doubled until it does not (the discrepancy principle as a lower bound;
-        0 turns it off); ``scale_agreement``: when the finest scale's kernel and the next
-        coarser one's (resampled) are at least this similar, both are also checked unpolished,
-        beside their polish, and one whose misfit stays above ``residual_floor`` is preferred
-        (smooth blurs, which the polish narrows; above 1: never); ``headroom``: the
+        0 turns it off); ``scale_agreement``, ``smooth_symmetry``: when the finest scale's
+        kernel and the next coarser one's (resampled) are at least ``scale_agreement``
+        similar and the finest one is round (:func:`.selfcheck.radial_symmetry` at least
+        ``smooth_symmetry``: a smooth PSF, not a motion trail), both are also checked
+        unpolished, beside their polish, and one whose misfit stays above ``residual_floor``
+        is preferred (smooth blurs, which the polish narrows; above 1: never); ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
@@ -120,7 +122,8 @@ class SolverConfig:
     deconvolution_weight: float = 2e-4
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
     residual_floor: float = 0.8
-    scale_agreement: float = 0.9
+    scale_agreement: float = 0.8
+    smooth_symmetry: float = 0.9
     seeds: int = 1
     retries: int = 1
     kernel_every: int = 1
@@ -133,8 +136,7 @@ class SolverConfig:
             raise ValueError(f"scales must lie in (0, 1] and end with 1, got {self.scales}")
         if len(self.support_factors) not in (1, len(self.scales)) and len(self.support_factors) != 4:
             raise ValueError(
-                f"support_factors needs one value or one per scale ({len(self.scales)}), "
-                f"got {self.support_factors}"
+                f"support_factors needs one value or one per scale ({len(self.scales)}), got {self.support_factors}"
             )
         for name in ("width", "iterations", "input_channels", "skip_channels", "kernel_every"):
             if getattr(self, name) < 1:

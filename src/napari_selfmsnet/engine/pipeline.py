@@ -52,7 +52,9 @@ from .selfcheck import (
     MIN_AGREEMENT,
     SelfCheck,
     border_mass,
+    judged_correlation,
     kernel_similarity,
+    radial_symmetry,
     structure_above_noise,
 )
 from .steps import drain, relay
@@ -275,7 +277,9 @@ def _run(
 
     def timed(record: Progress) -> Progress:
         # The polish works on the window, the deconvolution on the whole frame.
-        return replace(record, elapsed_s=time.perf_counter() - start, region=region if record.stage == "polish" else None)
+        return replace(
+            record, elapsed_s=time.perf_counter() - start, region=region if record.stage == "polish" else None
+        )
 
     attempts: list[tuple[OptimizerState, Finish]] = []
     cancelled = False
@@ -295,7 +299,7 @@ def _run(
             finish = yield from _finish(unit_window, unit, state, config, device, noise, kernel_noise, timed)
             cancelled = cancelled or finish.stopped
             attempts.append((state, finish))
-            best = min(f.residual_correlation for _, f in attempts)
+            best = min(judged_correlation(f.residual_correlation, f.residual, noise) for _, f in attempts)
             if cancelled or (len(attempts) >= config.seeds and not _retry_called_for(finish, best)):
                 break
         # Every attempt's kernel was checked the same way: keep the one whose misfit is most like noise.
@@ -316,6 +320,7 @@ def _run(
         border_mass=border_mass(kernel),
         agreement=_agreement(finish, [f for _, f in attempts if f is not finish]),
         kernel_shape=kernel_shape,
+        noise_sigma=noise,
     )
     params.update(
         noise={**noise_model.to_dict(), "sigma_normalised": noise},
@@ -358,9 +363,15 @@ def _finish(
         coarse = state.scale_kernels[-2].detach().cpu().float()
         factor = config.scales[-1] / config.scales[-2]
         starts.append(resample_kernel(coarse, tuple(kernel.shape), factor).numpy())
-    # Two scales that found the same kernel independently of the polish make the kernel as
-    # estimated a candidate of its own (see finish_steps).
-    as_estimated = len(starts) > 1 and kernel_similarity(starts[0], starts[1]) >= config.scale_agreement
+    # The polish narrows smooth PSFs (Gaussian, defocus), on which a blind run is often right
+    # already; on motion blur it is what makes the kernel sharp. A round kernel on which two
+    # scales agree is taken for a smooth PSF, and the kernels as estimated become candidates of
+    # their own (see finish_steps).
+    as_estimated = (
+        len(starts) > 1
+        and kernel_similarity(starts[0], starts[1]) >= config.scale_agreement
+        and radial_symmetry(starts[0]) >= config.smooth_symmetry
+    )
     steps = finish_steps(
         window, frame, starts, config, device, noise_sigma=noise, kernel_noise_sigma=kernel_noise,
         as_estimated=as_estimated,

@@ -96,7 +96,7 @@ def test_callback_progress_and_cancel(blurred_case):
         seen.append(progress)
         return progress.stage == "blind" and progress.step >= 20
 
-    result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback)
+    result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback, progress_every=10)
     assert result.cancelled and result.iterations_run == 20
     assert [p.step for p in seen if p.stage == "blind"] == [10, 20]
     assert seen[0].image.shape == blurred_case[0].shape and seen[0].kernel.shape == (7, 7)
@@ -115,7 +115,7 @@ def test_records_are_frozen_and_a_true_return_stops_every_stage(blurred_case):
         seen.append(progress)
         return True
 
-    result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback)
+    result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback, progress_every=10)
     assert result.cancelled and result.iterations_run == 10
     # Each later stage stopped at its first record (the polish within its first round's solve).
     assert [(p.stage, p.step) for p in seen] == [("blind", 10), ("polish", 0), ("deconvolve", 10)]
@@ -265,7 +265,9 @@ class TestCallback:
     @pytest.mark.parametrize("iterations", [3, 10, 12])
     def test_called_on_the_last_blind_iteration_even_when_runs_are_short(self, blurred_case, iterations):
         seen: list[Progress] = []
-        deblur(blurred_case[0], 7, method="self-msnet-s", iterations=iterations, callback=seen.append)
+        deblur(
+            blurred_case[0], 7, method="self-msnet-s", iterations=iterations, callback=seen.append, progress_every=10
+        )
         blind = [(p.step, p.total) for p in seen if p.stage == "blind"]
         assert blind[-1] == (iterations, iterations)
         assert [step for step, _ in blind] == sorted({*range(10, iterations + 1, 10), iterations})
@@ -277,9 +279,15 @@ class TestCallback:
             seen.append(progress)
             return np.True_
 
-        result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback)
+        result = deblur(blurred_case[0], 7, method="self-msnet-s", iterations=500, callback=callback, progress_every=10)
         assert result.cancelled and result.iterations_run == 10
         assert [(p.stage, p.step) for p in seen] == [("blind", 10), ("polish", 0), ("deconvolve", 10)]
+
+    def test_on_the_cpu_every_blind_iteration_reports_by_default(self, blurred_case):
+        # A stop is seen at the next record: on the CPU that is the next iteration.
+        seen: list[Progress] = []
+        deblur(blurred_case[0], 7, method="self-msnet-s", iterations=4, device="cpu", callback=seen.append)
+        assert [p.step for p in seen if p.stage == "blind"] == [1, 2, 3, 4]
 
 
 class TestIterations:

@@ -14,7 +14,7 @@ from napari_selfmsnet.engine.pipeline import deblur_steps
 from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.synth import make_case
 
-TINY = {"method": "self-msnet-s", "iterations": 12, "device": "cpu", "seed": 0}
+TINY = {"method": "self-msnet-s", "iterations": 12, "device": "cpu", "seed": 0, "progress_every": 10}
 
 
 # Tiny runs are fastest on one torch thread, and immune to other processes on the cores.
@@ -59,7 +59,7 @@ def test_stages_come_in_order_with_their_counts(blurred):
 
 def test_generator_output_is_only_checked_after_the_blind_stage(blurred):
     config = replace(PRESETS["quality"], width=8, scales=METHOD_SCALES["self-msnet-s"], retries=0, residual_floor=0.0)
-    result, records = _run(deblur_steps(blurred, 7, preset=config, iterations=12, device="cpu"))
+    result, records = _run(deblur_steps(blurred, 7, preset=config, iterations=12, device="cpu", progress_every=10))
     # No polish; the self-check deconvolves once to measure the misfit; the image is the network's.
     assert [r.stage for r in records] == ["blind"] * 2 + ["deconvolve"] * 10
     preview = records[1].image
@@ -69,7 +69,9 @@ def test_generator_output_is_only_checked_after_the_blind_stage(blurred):
 
 def test_a_region_run_deconvolves_the_frame_after_the_blind_stage(blurred):
     config = replace(PRESETS["fast"], final="generator", scales=METHOD_SCALES["self-msnet-s"], residual_floor=0.0)
-    _, records = _run(deblur_steps(blurred, 5, preset=config, iterations=12, device="cpu", region=(4, 4, 32, 36)))
+    _, records = _run(
+        deblur_steps(blurred, 5, preset=config, iterations=12, device="cpu", region=(4, 4, 32, 36), progress_every=10)
+    )
     # The kernel's check on the region, then the frame, numbered as one stage.
     assert [r.stage for r in records] == ["blind"] * 2 + ["deconvolve"] * 20
     assert [r.step for r in records[2:]] == list(range(10, 201, 10))
@@ -127,7 +129,9 @@ class TestDeconvolveSteps:
     def test_a_stop_leaves_the_tiles_not_reached_as_they_were(self, blurred):
         kernel = make_case((48, 48), 1, kernel="motion", kernel_size=7).kernel
         frame = np.tile(blurred, (2, 2)).astype(np.float32)
-        out, records = _run(deconvolve_steps(frame, kernel, device="cpu", tile_size=72, iterations=20), ("deconvolve", 20))
+        out, records = _run(
+            deconvolve_steps(frame, kernel, device="cpu", tile_size=72, iterations=20), ("deconvolve", 20)
+        )
         assert len(records) == 2
         # Only the first tile (top-left, 72 x 72) was solved; the last tile's own part is the input.
         np.testing.assert_allclose(out[-24:, -24:], frame[-24:, -24:], rtol=1e-6)

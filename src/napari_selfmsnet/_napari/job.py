@@ -17,7 +17,7 @@ import numpy as np
 
 from ..engine.config import METHOD_SCALES, PRESETS
 from ..engine.convolution import scale_geometry
-from ..engine.devices import resolve_device
+from ..engine.devices import progress_every_for, resolve_device
 from ..engine.inputs import check_kernel_size
 from ..engine.kernel_size import AUTO
 from ..engine.pipeline import deblur_steps
@@ -28,11 +28,6 @@ from .layers import LayerSource, PlaneStack, describe_layer, physical_pixel, sha
 
 __all__ = ["DeblurJob", "JobOutcome", "make_job"]
 
-#: Blind-stage iterations between the engine's progress records on a GPU (the engine's own
-#: default). Each record reads the loss back to the host, which waits for the device's queued
-#: work, so a record every iteration would keep the GPU from running ahead; GPU iterations
-#: are short enough that Cancel (honoured at the next record) still acts promptly.
-_GPU_PROGRESS_EVERY = 10
 #: The smallest kernel a measured size can come out at: the image must be large enough for it.
 _SMALLEST_KERNEL = 5
 
@@ -81,7 +76,7 @@ class DeblurJob:
         # On the CPU every iteration makes a record, so Cancel is honoured within one
         # iteration even with the slow "quality" preset (the forwarding to the GUI is
         # throttled instead); on a GPU that would synchronise the device every iteration.
-        return 1 if resolve_device(self.device).type == "cpu" else _GPU_PROGRESS_EVERY
+        return progress_every_for(resolve_device(self.device))
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of the engine's pipeline this job sets."""

@@ -9,9 +9,8 @@ file starts. The engine would then still run each later stage up to its first re
 nothing of a stopped file is kept, the next record ends the file's run at once (the callback
 raises, which closes the engine's generator: its ``finally`` clauses free the device).
 
-On the CPU the blind stage reports every iteration (``progress_every=1``; the records cost no
-device synchronisation there and do not change the result), so a stop is seen within one
-iteration; on a GPU every 10, where iterations take milliseconds.
+The engine's default record rate holds here: every blind iteration on the CPU, so a stop is
+seen within one iteration; every 10 on a GPU, where iterations take milliseconds.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import io
-from ..engine.devices import resolve_device
 from ..engine.pipeline import deblur
 from ..engine.records import Progress
 from ..engine.stack import deblur_stack
@@ -29,7 +27,7 @@ from ..engine.stack_plan import plane_problem, select_reference_plane
 from .jobs import FileJob, Outcome, RunInterrupted
 from .plan import clean_partial, create_outputs, file_warnings, input_planes, make_plan, plane_coords, write_outputs
 
-__all__ = ["process_file", "progress_every_for", "run_serial", "stopping_callback"]
+__all__ = ["process_file", "run_serial", "stopping_callback"]
 
 
 def process_file(job: FileJob, callback: Callable[[Progress], Any] | None = None) -> dict[str, Any]:
@@ -45,7 +43,7 @@ def process_file(job: FileJob, callback: Callable[[Progress], Any] | None = None
     start = time.perf_counter()
     plan = create_outputs(job, make_plan(job))
     planes = input_planes(job)
-    kwargs = {**job.options.deblur_kwargs(), "progress_every": progress_every_for(job.options.device)}
+    kwargs = job.options.deblur_kwargs()
     if plan.mode in ("current", "single"):
         index = _plane_to_deblur(plan, planes)
         result = deblur(planes[index], job.options.kernel_size, callback=callback, **kwargs)
@@ -85,12 +83,6 @@ def _plane_to_deblur(plan: Any, planes: io.Planes) -> int:
                 "it out to take the plane with the strongest edges"
             )
     return plan.reference_plane
-
-
-def progress_every_for(device: str) -> int:
-    """Blind iterations between records: every one on the CPU (a stop is seen at once), 10 on
-    a GPU (a record every iteration would keep it waiting on the host)."""
-    return 1 if resolve_device(device).type == "cpu" else 10
 
 
 def _stop_if_cancelled(job: FileJob, cancelled: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "available_devices", "device_name", "release_memory"]
+__all__ = ["resolve_device", "available_devices", "device_name", "progress_every_for", "release_memory"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -36,6 +36,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in {"cpu", "cuda", "mps"}:
         raise ValueError(f"unsupported device type {dev.type!r}; use 'auto', 'cpu', 'cuda:N' or 'mps'")
     return dev
+
+
+def progress_every_for(device: torch.device) -> int:
+    """Blind iterations between progress records by default: every one on the CPU, where a
+    record costs nothing and a stop is then seen within one iteration; 10 on a GPU, where a
+    record every iteration (it reads the loss back) would keep the device waiting on the host."""
+    return 1 if device.type == "cpu" else 10
 
 
 def _mps_available() -> bool:

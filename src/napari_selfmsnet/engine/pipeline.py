@@ -29,7 +29,7 @@ import torch
 
 from .config import SolverConfig, method_of, resolve_config
 from .convolution import resample_kernel
-from .devices import device_name, release_memory, resolve_device
+from .devices import device_name, progress_every_for, release_memory, resolve_device
 from .inputs import (
     check_image,
     check_kernel_size,
@@ -41,7 +41,7 @@ from .inputs import (
 )
 from .intensity import IntensityMap
 from .kernel_size import AUTO, kernel_size_steps
-from .kernel_step import gray_noise_factor
+from .kernel_step import delta_kernel, gray_noise_factor
 from .noise import NoiseModel, estimate_noise
 from .optimizer import OptimizerState, optimize
 from .polish import Finish, finish_steps
@@ -74,7 +74,7 @@ def deblur(
     callback: Callable[[Progress], Any] | None = None,
     region: str | Region | tuple[int, int, int, int] = "auto",
     warm_start: DeblurResult | None = None,
-    progress_every: int = 10,
+    progress_every: int | None = None,
 ) -> DeblurResult:
     """Estimate the sharp image and the blur kernel from one blurred image.
 
@@ -127,9 +127,10 @@ def deblur(
         inputs and kernels this run starts from; it then needs far fewer iterations. Needs
         the same image size, kernel size, method and network settings; with
         ``region="auto"`` the previous run's region is reused.
-    progress_every : int
-        Blind-stage iterations between progress records. Each record reads the loss back from
-        the device, so on a GPU a record every iteration would keep it from running ahead.
+    progress_every : int, optional
+        Blind-stage iterations between progress records (and so between chances to stop).
+        Each record reads the loss back from the device, so on a GPU a record every iteration
+        would keep it from running ahead. By default 1 on the CPU, 10 elsewhere.
 
     Returns
     -------
@@ -173,7 +174,7 @@ def deblur_steps(
     seed: int = 0,
     region: str | Region | tuple[int, int, int, int] = "auto",
     warm_start: DeblurResult | None = None,
-    progress_every: int = 10,
+    progress_every: int | None = None,
 ) -> Generator[Progress, Any, DeblurResult]:
     """:func:`deblur` as a generator: yields its :class:`Progress` records, returns the result.
 
@@ -192,7 +193,9 @@ def deblur_steps(
     else:
         kernel_shape = check_kernel_size(kernel_size, array.shape[:2], config.scales)
     seed = check_seed(seed)
-    if not isinstance(progress_every, (int, np.integer)) or isinstance(progress_every, bool) or progress_every < 1:
+    if progress_every is not None and (
+        not isinstance(progress_every, (int, np.integer)) or isinstance(progress_every, bool) or progress_every < 1
+    ):
         raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
     if warm_start is not None and not isinstance(warm_start, DeblurResult):
         raise TypeError(f"warm_start must be a DeblurResult from a previous run, got {type(warm_start).__name__}")
@@ -204,6 +207,8 @@ def deblur_steps(
     # for the measured one after the "size" stage.
     window = resolve_region(region, array, kernel_shape or (3, 3))
     run_device = resolve_device(device)
+    if progress_every is None:
+        progress_every = progress_every_for(run_device)
     intensity = IntensityMap.fit(array, config.headroom)
     noise_model = estimate_noise(array, quantised=np.issubdtype(array.dtype, np.integer))
     params = {
@@ -246,12 +251,13 @@ def _run(
     start = time.perf_counter()
     noise = noise_model.sigma / intensity.scale
     kernel_noise = noise * gray_noise_factor(1 if unit.ndim == 2 else unit.shape[2])
+    cancelled = False
     if kernel_shape is None:
         probe = kernel_size_steps(
             unit[window.slices], noise, config, device, seed=seed, progress_every=progress_every,
             limit=largest_kernel(window.to_list()[2:], config.scales),
         )  # fmt: skip
-        sized, _ = yield from relay(probe, lambda r: replace(r, elapsed_s=time.perf_counter() - start))
+        sized, cancelled = yield from relay(probe, lambda r: replace(r, elapsed_s=time.perf_counter() - start))
         kernel_shape = sized.shape
         window = resolve_region(region_asked, unit, kernel_shape)
         params.update(kernel_size=list(kernel_shape), kernel_size_measure=sized.to_dict(), region=window.to_list())
@@ -282,20 +288,26 @@ def _run(
         )
 
     attempts: list[tuple[OptimizerState, Finish]] = []
-    cancelled = False
     try:
         for attempt in range(config.seeds + config.retries):
-            blind = optimize(
-                observation,
-                kernel_shape,
-                config,
-                seed=seed + attempt,
-                warm_start=None if warm_start is None or attempt else warm_start.warm_start,
-                progress_every=progress_every,
-                noise_sigma=kernel_noise,
-            )
-            state, stopped = yield from relay(blind, blind_record)
-            cancelled = cancelled or stopped
+            if cancelled:
+                # Stopped while the size was measured: no blind fit has begun, and what there is
+                # so far is the input under an identity kernel (a blind fit's first iteration
+                # at full size could take seconds).
+                identity = delta_kernel(kernel_shape, device=device)
+                state = OptimizerState(0, config.iterations, float("nan"), observation, identity, [])
+            else:
+                blind = optimize(
+                    observation,
+                    kernel_shape,
+                    config,
+                    seed=seed + attempt,
+                    warm_start=None if warm_start is None or attempt else warm_start.warm_start,
+                    progress_every=progress_every,
+                    noise_sigma=kernel_noise,
+                )
+                state, stopped = yield from relay(blind, blind_record)
+                cancelled = cancelled or stopped
             finish = yield from _finish(unit_window, unit, state, config, device, noise, kernel_noise, timed)
             cancelled = cancelled or finish.stopped
             attempts.append((state, finish))

@@ -263,7 +263,9 @@ def finish_steps(
         found = yield from _discrepancy_steps(
             window, kernel, window_weight, residual, config, device, noise_sigma, checked, total
         )
-        if found is not None:
+        if found is None:
+            stopped = True  # stopped during a re-solve: the check's deconvolution stands
+        else:
             raise_by, latent, residual, correlation = found
     weight = config.deconvolution_weight_for(_relative(noise_sigma, frame)) * raise_by
     if whole:

@@ -53,7 +53,7 @@ def deblur_stack(
     out: Any = None,
     warm_planes: bool = True,
     warm_iterations: int | None = None,
-    progress_every: int = 10,
+    progress_every: int | None = None,
     **deblur_kwargs: Any,
 ) -> StackResult:
     """Blind deblurring of every plane of a stack.
@@ -97,8 +97,8 @@ def deblur_stack(
         faster for the same quality (measured in ``docs/benchmarks.md``).
     warm_iterations : int, optional
         Iterations of a warm-started plane; by default ``WARM_FRACTION`` of the first plane's.
-    progress_every : int
-        Blind-stage iterations between progress records.
+    progress_every : int, optional
+        Blind-stage iterations between progress records (by default 1 on the CPU, 10 elsewhere).
     **deblur_kwargs
         ``method``, ``iterations``, ``preset``, ``device``, ``seed``, ``region``: passed to
         :func:`napari_selfmsnet.deblur`.
@@ -134,7 +134,7 @@ def deblur_stack_steps(
     out: Any = None,
     warm_planes: bool = True,
     warm_iterations: int | None = None,
-    progress_every: int = 10,
+    progress_every: int | None = None,
     **deblur_kwargs: Any,
 ) -> Generator[Progress, Any, StackResult]:
     """:func:`deblur_stack` as a generator: yields its records, returns the :class:`StackResult`.

@@ -54,7 +54,7 @@ FLOORS = {
     "engine": ({"engine"}, {"numpy", "scipy", "torch"}),
     "io": ({"io"}, {"numpy", "tifffile", "imageio", "dask", "zarr"}),
     "evaluation": ({"engine", "io", "evaluation"}, {"numpy", "scipy", "skimage", "torch"}),
-    "batch": ({"engine", "io", "evaluation", "batch"}, {"numpy", "torch", "tqdm", "distributed"}),
+    "batch": ({"engine", "io", "evaluation", "batch"}, {"numpy", "torch", "tqdm", "distributed", "PIL"}),
     "_napari": ({"engine", "evaluation", "_napari"}, {"numpy", "napari", "magicgui", "qtpy"}),
 }
 

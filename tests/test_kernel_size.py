@@ -1,0 +1,45 @@
+"""``kernel_size="auto"``: the measure of a probe's kernel, and real probes on noisy images."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from napari_selfmsnet.engine.config import PRESETS
+from napari_selfmsnet.engine.intensity import IntensityMap
+from napari_selfmsnet.engine.kernel_size import _extent, kernel_size_steps, size_from_extent
+from napari_selfmsnet.engine.steps import drain
+from napari_selfmsnet.evaluation.synth import blur_valid, gaussian_psf, motion_kernel
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_the_extent_is_the_span_of_the_central_mass_not_of_a_faint_fringe():
+    line = np.zeros((15, 15))
+    line[7, 3:12] = 1.0
+    assert _extent(line) == (1, 9)
+    # A probe's kernel: the blur widened, over a faint floor that fills its support. A span
+    # measured down to a small share of the peak would be the support (15), not the blur.
+    fringed = line + 0.004
+    assert _extent(fringed)[1] <= 10 and _extent(fringed)[0] <= 3
+    assert 7 <= max(_extent(gaussian_psf(17, 2.5))) <= 11  # the central 90% of a sigma-2.5 Gaussian
+    assert size_from_extent(10, 99) == 15 and size_from_extent(10, 13) == 13 and size_from_extent(1, 99) == 5
+
+
+@pytest.mark.parametrize("draw", [0, 1])
+def test_a_probe_measures_a_13_px_shake_within_a_sensible_range(draw):
+    kernel = motion_kernel(13, rng=5)
+    side = 128 + kernel.shape[0] - 1
+    sharp = transform.resize(data.camera() / 255.0, (side, side), anti_aliasing=True)
+    blurred = blur_valid(sharp[None], kernel)[0] + np.random.default_rng(draw).normal(0, 0.01, (128, 128))
+    intensity = IntensityMap.fit(blurred)
+    measured = drain(
+        kernel_size_steps(
+            intensity.to_unit(blurred), 0.01 / intensity.scale, PRESETS["fast"], torch.device("cpu"), limit=(41, 41)
+        )
+    )
+    # Large enough to hold the blur. On a 128 px image the probe errs large (its half-resolution
+    # kernel spills over a 22 px support from texture alone, here up to 35); it must still stop
+    # short of the largest size the image allows (41).
+    assert kernel.shape[0] <= measured.shape[0] <= 3 * kernel.shape[0]
+    assert measured.factor == 2 and max(measured.extent) >= max(_extent(kernel))

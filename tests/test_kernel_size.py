@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from skimage import data, transform
+from _scenes import shaken_camera
 
 from napari_selfmsnet.engine.config import PRESETS
 from napari_selfmsnet.engine.intensity import IntensityMap
 from napari_selfmsnet.engine.kernel_size import _extent, kernel_size_steps, size_from_extent
 from napari_selfmsnet.engine.steps import drain
-from napari_selfmsnet.evaluation.synth import blur_valid, gaussian_psf, motion_kernel
+from napari_selfmsnet.evaluation.synth import gaussian_psf, motion_kernel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,9 +29,7 @@ def test_the_extent_is_the_span_of_the_central_mass_not_of_a_faint_fringe():
 @pytest.mark.parametrize("draw", [0, 1])
 def test_a_probe_measures_a_13_px_shake_within_a_sensible_range(draw):
     kernel = motion_kernel(13, rng=5)
-    side = 128 + kernel.shape[0] - 1
-    sharp = transform.resize(data.camera() / 255.0, (side, side), anti_aliasing=True)
-    blurred = blur_valid(sharp[None], kernel)[0] + np.random.default_rng(draw).normal(0, 0.01, (128, 128))
+    blurred = shaken_camera(kernel, 128, 0.01, draw)
     intensity = IntensityMap.fit(blurred)
     measured = drain(
         kernel_size_steps(

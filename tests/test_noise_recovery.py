@@ -9,11 +9,11 @@ draw proves nothing about a blind method. The full-size figures are in docs/benc
 import numpy as np
 import pytest
 import torch
-from skimage import data, transform
+from _scenes import shaken_camera
 
 from napari_selfmsnet import deblur
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
-from napari_selfmsnet.evaluation.synth import blur_valid, gaussian_psf, make_case, motion_kernel
+from napari_selfmsnet.evaluation.synth import gaussian_psf, make_case, motion_kernel
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +29,7 @@ def one_thread():
 @pytest.mark.parametrize("draw", [0, 1])
 def test_a_camera_shake_kernel_is_recovered_at_two_percent_noise(draw):
     kernel = motion_kernel(13, rng=5)
-    side = 112 + kernel.shape[0] - 1
-    sharp = transform.resize(data.camera() / 255.0, (side, side), anti_aliasing=True)
-    blurred = blur_valid(sharp[None], kernel)[0] + np.random.default_rng(draw).normal(0, 0.02, (112, 112))
+    blurred = shaken_camera(kernel, 112, 0.02, draw)
     photo = np.clip(np.rint(255 * blurred), 0, 255).astype(np.uint8)  # stored 8-bit, as a camera would
 
     result = deblur(photo, 15, seed=0)  # a support a little larger than the blur, as users give

@@ -218,6 +218,20 @@ class TestDeblurStackEngine:
             result.image[2], deconvolve_plane(stack[2], result.kernel, device="cpu", method=NONBLIND), rtol=1e-5, atol=1e-3
         )
 
+    def test_a_stop_within_a_shared_plane_leaves_it_and_the_rest_as_input(self):
+        stack = _blurred_stack(3)
+
+        def stop_in_plane_1(record: Progress) -> bool:
+            # A record within plane 1's solve: its step counts the planes done before it.
+            return record.stage == "planes" and record.plane == 1 and record.step == 1
+
+        result = deblur_stack(
+            stack, KSIZE, mode="shared", reference_plane=0, callback=stop_in_plane_1, nonblind_method="sparse", **TINY
+        )
+        assert result.cancelled and result.params["unfinished_planes"] == [1, 2]
+        np.testing.assert_array_equal(result.image[1:], stack[1:].astype(np.float32))
+        assert not np.array_equal(result.image[0], stack[0].astype(np.float32))
+
     def test_shared_mode_picks_the_reference(self):
         stack = _blurred_stack(2).astype(np.float32)
         stack[0] = stack[0].mean()  # a blank plane can't be the reference

@@ -28,7 +28,7 @@ from .stack_plan import (
     STACK_MODES,
     BlindRun,
     choose_reference_plane,
-    deconvolve_plane,
+    deconvolve_plane_steps,
     no_usable_plane,
     plane_problem,
     read_plane,
@@ -189,6 +189,20 @@ def _on_plane(plane: int, planes: int) -> Callable[[Progress], Progress]:
     return tag
 
 
+def _within_plane(
+    plane: int, planes: int, estimate: DeblurResult, kernel: np.ndarray, start: float
+) -> Callable[[Progress], Progress]:
+    """A solver record within a shared-mode plane, as a ``"planes"`` record at the planes done."""
+
+    def convert(record: Progress) -> Progress:
+        return Progress(
+            stage="planes", step=plane, total=planes, loss=estimate.final_loss, kernel=kernel,
+            elapsed_s=time.perf_counter() - start, plane=plane, planes=planes,
+        )  # fmt: skip
+
+    return convert
+
+
 def _keep_input(stack: Any, out: Any, indices: list[int]) -> None:
     for i in indices:
         out[i] = read_plane(stack, i).astype(np.float32)
@@ -217,9 +231,16 @@ def _shared(
             plane = read_plane(stack, i)
             problem = plane_problem(plane)
             if problem is None:
-                deblurred = deconvolve_plane(
+                # The plane's solve reports within it (as "planes" records at the planes done so
+                # far), so a stop is seen within a plane however large; a plane stopped midway
+                # keeps its input, like the planes after it.
+                solve = deconvolve_plane_steps(
                     plane, kernel, device=kwargs.get("device", "auto"), method=nonblind_method
                 )
+                deblurred, halted = yield from relay(solve, _within_plane(i, planes, estimate, kernel, start))
+                if halted:
+                    unfinished = list(range(i, planes))
+                    break
             else:
                 passed_through[i] = problem
                 deblurred = plane.astype(np.float32)

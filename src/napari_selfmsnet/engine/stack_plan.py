@@ -25,7 +25,7 @@ every other plane uses that size, so the kernels of a stack stay alike in shape.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +33,10 @@ import numpy as np
 
 from .inputs import drop_alpha, image_array, image_problem
 from .kernel_step import delta_kernel
-from .nonblind import deconvolve
-from .records import DeblurResult
+from .nonblind import deconvolve_steps
+from .records import DeblurResult, Progress
 from .regions import edge_energy_map
+from .steps import drain
 
 __all__ = [
     "STACK_CHOICES",
@@ -46,6 +47,7 @@ __all__ = [
     "bad_plane_warning",
     "choose_reference_plane",
     "deconvolve_plane",
+    "deconvolve_plane_steps",
     "no_usable_plane",
     "plane_problem",
     "read_plane",
@@ -219,13 +221,22 @@ def deconvolve_plane(
     -------
     ndarray of float32, the shape of ``plane``, in its intensity units.
     """
+    return drain(deconvolve_plane_steps(plane, kernel, device=device, method=method))
+
+
+def deconvolve_plane_steps(
+    plane: np.ndarray, kernel: np.ndarray, *, device: str = "auto", method: str = "sparse"
+) -> Generator[Progress, Any, np.ndarray]:
+    """:func:`deconvolve_plane` as a stage generator (:mod:`.steps`): the solver's
+    ``"deconvolve"`` records, so that a stop is seen within a plane; a true value sent at one
+    stops the solver (the plane's partial iterate is returned)."""
     plane = np.asarray(plane)
     kernel = np.asarray(kernel)
     if plane.ndim not in (2, 3) or (plane.ndim == 3 and plane.shape[-1] != 3):
         raise ValueError(f"plane must have shape (H, W) or (H, W, 3), got {plane.shape}")
     if kernel.ndim != 2:
         raise ValueError(f"kernel must be 2-D (kh, kw), got shape {kernel.shape}")
-    out = deconvolve(plane, kernel, method=method, device=device)
+    out = yield from deconvolve_steps(plane, kernel, method=method, device=device)
     return np.asarray(out, dtype=np.float32)
 
 

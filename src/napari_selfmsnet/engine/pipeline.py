@@ -311,11 +311,12 @@ def _run(
             finish = yield from _finish(unit_window, unit, state, config, device, noise, kernel_noise, timed)
             cancelled = cancelled or finish.stopped
             attempts.append((state, finish))
-            best = min(judged_correlation(f.residual_correlation, f.residual, noise) for _, f in attempts)
+            best = min(_judged(f, noise) for _, f in attempts)
             if cancelled or (len(attempts) >= config.seeds and not _retry_called_for(finish, best)):
                 break
-        # Every attempt's kernel was checked the same way: keep the one whose misfit is most like noise.
-        state, finish = min(attempts, key=lambda pair: pair[1].residual_correlation)
+        # Every attempt's kernel was checked the same way: keep the one whose misfit is most like
+        # noise, judged as the self-check judges it (so a seed kept is one the check would pass first).
+        state, finish = min(attempts, key=lambda pair: _judged(pair[1], noise))
         if config.final == "generator" and whole_frame:
             image_out = to_output(state.image)
         else:
@@ -327,8 +328,8 @@ def _run(
     elapsed = time.perf_counter() - start
     check = SelfCheck.judge(
         structure=structure_above_noise(unit_window, noise),
-        residual=finish.residual,
-        residual_correlation=finish.residual_correlation,
+        residual=finish.checked_residual,
+        residual_correlation=finish.checked_correlation,
         border_mass=border_mass(kernel),
         agreement=_agreement(finish, [f for _, f in attempts if f is not finish]),
         kernel_shape=kernel_shape,
@@ -337,6 +338,7 @@ def _run(
     params.update(
         noise={**noise_model.to_dict(), "sigma_normalised": noise},
         deconvolution_weight=finish.weight,
+        deconvolution_residual=finish.residual,
         self_check=check.to_dict(),
         attempts=len(attempts),
         seed_used=seed + attempts.index((state, finish)),
@@ -390,6 +392,11 @@ def _finish(
     )  # fmt: skip
     finish, _ = yield from relay(steps, timed)
     return finish
+
+
+def _judged(finish: Finish, noise: float) -> float:
+    """An attempt's misfit correlation at the check's weight, judged against the noise floor."""
+    return judged_correlation(finish.checked_correlation, finish.checked_residual, noise)
 
 
 def _retry_called_for(finish: Finish, best_correlation: float) -> bool:

@@ -150,8 +150,11 @@ class Finish:
 
     ``kernel`` and ``image`` (the frame deconvolved with it, normalised units) as chosen;
     ``start``: which candidate it was: the starts polished, in order, then (with
-    ``as_estimated``) the starts as they were; ``residual`` and
-    ``residual_correlation``: its misfit on the window (:func:`.selfcheck.residual_statistics`);
+    ``as_estimated``) the starts as they were; ``checked_residual`` and
+    ``checked_correlation``: its misfit on the window (:func:`.selfcheck.residual_statistics`)
+    at the weight every kernel is checked at, by which kernels (and seeds) are compared and
+    judged; ``residual`` and ``residual_correlation``: the misfit at the final weight, which
+    the discrepancy floor may have raised (the same figures when it did not);
     ``agreement``: its similarity to the most alike kernel polished from another start (None
     with one start); ``weight``: the sparse prior's weight of the final deconvolution;
     ``stopped``: a stop request ended one of the stages early.
@@ -160,6 +163,8 @@ class Finish:
     kernel: np.ndarray
     image: np.ndarray
     start: int
+    checked_residual: float
+    checked_correlation: float
     residual: float
     residual_correlation: float
     agreement: float | None
@@ -252,6 +257,8 @@ def finish_steps(
     floor = config.residual_floor if as_estimated and noise_sigma > 0 else 0.0
     best = min(range(len(candidates)), key=lambda i: (candidates[i].residual < floor, candidates[i].correlation))
     correlation, residual, kernel, latent, origin = candidates[best]
+    # The raise below changes the misfit for the image's sake; kernels are compared at one weight.
+    checked_residual, checked_correlation = residual, correlation
     # Agreement is between different starts: a kernel and its own polish say nothing new.
     others = [kernel_similarity(kernel, c.kernel) for c in candidates if c.origin != origin]
     raise_by = 1.0
@@ -277,7 +284,8 @@ def finish_steps(
         image, halted = yield from relay(solve, _offset(total - iterations))
         stopped = stopped or halted
     return Finish(
-        kernel=kernel, image=image, start=best, residual=residual, residual_correlation=correlation,
+        kernel=kernel, image=image, start=best, checked_residual=checked_residual,
+        checked_correlation=checked_correlation, residual=residual, residual_correlation=correlation,
         agreement=max(others) if others else None, weight=weight, stopped=stopped,
     )  # fmt: skip
 

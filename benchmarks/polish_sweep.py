@@ -9,13 +9,17 @@ under every ``--variant`` (``SolverConfig`` fields changed from the preset, e.g.
 ``polish_support_factor=4`` or ``polish_rounds=8;polish_weights=(2e-4,2e-4)``) and the input is
 deconvolved with the result, as ``deblur`` finishes a ``final="nonblind"`` run, and scored by
 the Levin protocol. Whatever is chosen from such a table is in-sample; a full ``levin.py`` run
-is the test.
+is the test. ``--noise`` runs on ``noise.py``'s noisy Levin cases instead (the same draws: Lai
+et al.'s protocol, 8-bit), whose full-run test is ``noise.py``.
 
 Example::
 
     python benchmarks/polish_sweep.py --preset balanced --images "im*_kernel7" --threads 1 \
         --variant polish_support_factor=2 --variant polish_support_factor=4 \
         --cache results/polish_cache --out results/polish_sweep.json
+    python benchmarks/polish_sweep.py --preset fast --noise 1 --threads 1 \
+        --variant "polish_rounds=10" --variant "polish_noise_floor=2.5" \
+        --cache results/polish_cache --out results/polish_sweep_1pc.json
 """
 
 from __future__ import annotations
@@ -31,20 +35,21 @@ from _common import DATA_ROOT, machine_info, mean, nonblind_like_deblur, parse_c
 
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.engine.devices import resolve_device
-from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case
+from napari_selfmsnet.evaluation.levin import LevinCase, list_levin_cases, load_levin_case, synthetic_blur
 from napari_selfmsnet.evaluation.metrics import levin_scores
 
 
 def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.device) -> np.ndarray:
     """The preset's generator-stage kernel for ``case`` (centred), from the cache or computed."""
     iterations = args.iterations or PRESETS[args.preset].iterations
-    path = args.cache / f"{args.preset}_{iterations}it_seed{args.seed}_{case.name}.npy"
+    noise = f"_{args.noise:g}pc" if args.noise else ""
+    path = args.cache / f"{args.preset}_{iterations}it_seed{args.seed}_{case.name}{noise}.npy"
     if path.exists():
         return np.load(path)
     config = replace(PRESETS[args.preset], polish_rounds=0, iterations=iterations)
-    result = deblur(
-        case.blurred.astype(np.float32), case.kernel.shape, preset=config, device=str(device), seed=args.seed
-    )
+    # A noisy case is handed over as its 8-bit counts, as noise.py hands it to deblur.
+    image = case.blurred if case.blurred.dtype == np.uint8 else case.blurred.astype(np.float32)
+    result = deblur(image, case.kernel.shape, preset=config, device=str(device), seed=args.seed)
     args.cache.mkdir(parents=True, exist_ok=True)
     np.save(path, result.kernel)
     print(f"{case.name}: generator stage {result.elapsed_s:.1f} s, cached", file=sys.stderr, flush=True)
@@ -54,7 +59,9 @@ def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.de
 def polish_and_score(case: LevinCase, kernel: np.ndarray, config, device: torch.device) -> dict:
     """Finish ``kernel`` under ``config`` as ``deblur`` does, in its normalised units; score."""
     polished, image = nonblind_like_deblur(case.blurred, kernel, config, device)
-    return levin_scores(np.clip(image.astype(np.float64), 0, 1), case.sharp, kernel=polished, true_kernel=case.kernel)
+    scale = 255.0 if case.blurred.dtype == np.uint8 else 1.0
+    image = np.clip(image.astype(np.float64) / scale, 0, 1)
+    return levin_scores(image, case.sharp, kernel=polished, true_kernel=case.kernel)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--noise", type=float, default=0.0, help="Gaussian noise, %% of the range (noise.py's cases)")
     parser.add_argument("--cache", type=Path, required=True, help="folder for the generator-stage kernels")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "iterations": args.iterations,
             "seed": args.seed,
             "images": args.images,
+            "noise_percent": args.noise,
             "variants": list(variants),
         },
         "machine": machine_info(device),
@@ -93,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for i, j in cases:
         case = load_levin_case(args.data, i, j)
+        if args.noise:
+            blurred, sharp = synthetic_blur(case, args.noise / 100.0, seed=100 * i + j)
+            case = replace(case, blurred=blurred, sharp=sharp)
         kernel = generator_kernel(case, args, device)
         record = {"name": case.name}
         for label, changes in variants.items():

@@ -183,3 +183,7 @@ def test_a_kernel_that_lets_the_estimate_fit_the_noise_gets_a_stronger_prior():
     assert kept.residual < config.residual_floor
     assert raised.weight >= 2 * kept.weight
     assert raised.residual > kept.residual
+    # Kernels (and seeds) are compared at the check's weight: the raise leaves those figures alone.
+    assert raised.checked_residual == pytest.approx(kept.residual)
+    assert raised.checked_correlation == pytest.approx(kept.residual_correlation)
+    assert raised.checked_residual < raised.residual

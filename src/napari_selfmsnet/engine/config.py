@@ -121,7 +121,7 @@ class SolverConfig:
     polish_noise_threshold: float = 3.0
     deconvolution_weight: float = 2e-4
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
-    residual_floor: float = 0.8
+    residual_floor: float = 0.9
     scale_agreement: float = 0.8
     smooth_symmetry: float = 0.9
     seeds: int = 1

@@ -14,9 +14,9 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 # torch.optim imports torch._dynamo when the first optimizer is made (about a second on a CPU).
 # Paid at import, it leaves a run's first steps, which a stop cannot interrupt, that much shorter.
+import torch
 import torch._dynamo  # noqa: F401
 
 from .config import SolverConfig

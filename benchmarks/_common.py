@@ -69,6 +69,13 @@ def nonblind_like_deblur(
     return finish.kernel, intensity.to_input_units(finish.image)
 
 
+def unit_range(image: np.ndarray, eight_bit: bool) -> np.ndarray:
+    """A result in the input's units as the Levin protocol scores it: in [0, 1], from 8-bit
+    counts when the input was 8-bit (``deblur`` keeps a uint8 input's 0-255 scale)."""
+    data = np.asarray(image, dtype=np.float64)
+    return np.clip(data / 255.0 if eight_bit else data, 0, 1)
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (Linux ``/proc/cpuinfo``, else :func:`platform.processor`)."""
     try:

@@ -35,7 +35,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, config_of, machine_info, mean, parse_config_changes, write_json, write_text
+from _common import (
+    DATA_ROOT,
+    config_of,
+    machine_info,
+    mean,
+    parse_config_changes,
+    unit_range,
+    write_json,
+    write_text,
+)
 
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.engine.devices import resolve_device
@@ -110,9 +119,8 @@ def micro_cases(args: argparse.Namespace):
 
 
 def _scores(image: np.ndarray, sharp: np.ndarray, fit: bool, **kernels) -> dict:
-    data = np.asarray(image, dtype=np.float64)
-    if not fit:
-        data = np.clip(data / 255.0, 0, 1)
+    # Levin's cases (no intensity fit) are 8-bit; microscopy counts are fitted as they are.
+    data = np.asarray(image, dtype=np.float64) if fit else unit_range(image, eight_bit=True)
     return levin_scores(data, sharp, fit_intensity=fit, **kernels)
 
 

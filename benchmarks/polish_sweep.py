@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA_ROOT, machine_info, mean, nonblind_like_deblur, parse_config_changes, write_json
+from _common import DATA_ROOT, machine_info, mean, nonblind_like_deblur, parse_config_changes, unit_range, write_json
 
 from napari_selfmsnet import PRESETS, deblur
 from napari_selfmsnet.engine.devices import resolve_device
@@ -59,9 +59,8 @@ def generator_kernel(case: LevinCase, args: argparse.Namespace, device: torch.de
 def polish_and_score(case: LevinCase, kernel: np.ndarray, config, device: torch.device) -> dict:
     """Finish ``kernel`` under ``config`` as ``deblur`` does, in its normalised units; score."""
     polished, image = nonblind_like_deblur(case.blurred, kernel, config, device)
-    scale = 255.0 if case.blurred.dtype == np.uint8 else 1.0
-    image = np.clip(image.astype(np.float64) / scale, 0, 1)
-    return levin_scores(image, case.sharp, kernel=polished, true_kernel=case.kernel)
+    eight_bit = case.blurred.dtype == np.uint8
+    return levin_scores(unit_range(image, eight_bit=eight_bit), case.sharp, kernel=polished, true_kernel=case.kernel)
 
 
 def main(argv: list[str] | None = None) -> int:

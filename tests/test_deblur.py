@@ -287,7 +287,9 @@ class TestCallback:
         # A stop is seen at the next record: on the CPU that is the next iteration.
         seen: list[Progress] = []
         deblur(blurred_case[0], 7, method="self-msnet-s", iterations=4, device="cpu", callback=seen.append)
-        assert [p.step for p in seen if p.stage == "blind"] == [1, 2, 3, 4]
+        steps = [p.step for p in seen if p.stage == "blind"]
+        # Every iteration of every blind run (a retry, if the self-check calls one, starts again).
+        assert steps and steps == [1, 2, 3, 4] * (len(steps) // 4)
 
 
 class TestIterations:

@@ -37,6 +37,7 @@ def test_a_camera_shake_kernel_is_recovered_at_two_percent_noise(draw):
     assert kernel_similarity(result.kernel, kernel) >= 0.8
     assert result.params["noise"]["sigma"] == pytest.approx(0.02 * 255, rel=0.25)
     assert not result.warnings
+    assert result.params["smooth_psf"] is False  # a shake: deconvolved with the stronger prior
 
 
 @pytest.mark.parametrize("draw", [1, 2])
@@ -49,5 +50,6 @@ def test_a_gaussian_psf_is_recovered_at_300_photons(draw):
     # The polish alone narrows a smooth PSF (about 0.6 here); the kernel as the scales found
     # it is kept because its misfit does not fit the noise.
     assert kernel_similarity(result.kernel, psf) >= 0.8
+    assert result.params["smooth_psf"] is True
     assert result.params["noise"]["model"] == "poisson-gaussian"
     assert result.image.dtype == np.float32 and result.image.shape == case.blurred.shape

@@ -176,7 +176,7 @@ def test_a_kernel_that_lets_the_estimate_fit_the_noise_gets_a_stronger_prior():
     blurred = (blur_valid(sharp, motion_kernel(9, rng=5)) + rng.normal(0, 0.02, (64, 64))).astype(np.float32)
     sharp_kernel = np.zeros((9, 9), np.float32)
     sharp_kernel[4, 4] = 1  # no blur at all: the deconvolution then fits the noise
-    config = replace(PRESETS["fast"], polish_rounds=0)
+    config = replace(PRESETS["fast"], polish_rounds=0, final_noise_factor=1.0)  # the floor's raise alone
     cpu = torch.device("cpu")
     raised = drain(finish_steps(blurred, blurred, [sharp_kernel], config, cpu, noise_sigma=0.02))
     kept = drain(finish_steps(blurred, blurred, [sharp_kernel], replace(config, residual_floor=0.0), cpu, noise_sigma=0.02))
@@ -187,3 +187,49 @@ def test_a_kernel_that_lets_the_estimate_fit_the_noise_gets_a_stronger_prior():
     assert raised.checked_residual == pytest.approx(kept.residual)
     assert raised.checked_correlation == pytest.approx(kept.residual_correlation)
     assert raised.checked_residual < raised.residual
+
+
+def test_the_polish_weighs_the_noise_by_its_own_weight_and_falls_back_to_the_blind_stages():
+    rng = np.random.default_rng(3)
+    true = motion_kernel(9, rng=2)
+    blurred = (blur_valid(phantom((80, 80), rng), true) + rng.normal(0, 0.02, (72, 72))).astype(np.float32)
+    start = np.full((9, 9), 1 / 81, np.float32)
+    config = replace(PRESETS["fast"], polish_rounds=2)
+    cpu = torch.device("cpu")
+
+    def polished(**changes):
+        return polish_kernel(blurred, start, replace(config, **changes), cpu, noise_sigma=0.02)
+
+    unset = polished(polish_kernel_noise_weight=None)
+    np.testing.assert_array_equal(unset, polished(polish_kernel_noise_weight=config.kernel_noise_weight))
+    assert not np.allclose(unset, polished(polish_kernel_noise_weight=3.0))
+    with pytest.raises(ValueError, match="polish_kernel_noise_weight"):
+        replace(config, polish_kernel_noise_weight=-1.0)
+
+
+def test_the_last_deconvolution_takes_the_stronger_weight_after_the_kernel_is_judged():
+    rng = np.random.default_rng(4)
+    true = motion_kernel(9, rng=3)
+    blurred = (blur_valid(phantom((72, 72), rng), true) + rng.normal(0, 0.03, (64, 64))).astype(np.float32)
+    base = replace(PRESETS["fast"], polish_rounds=0, residual_floor=0.0)
+    cpu = torch.device("cpu")
+
+    def finished(factor, smooth_psf=False):
+        config = replace(base, final_noise_factor=factor)
+        return drain(finish_steps(blurred, blurred, [true], config, cpu, noise_sigma=0.03, as_estimated=smooth_psf))
+
+    law, doubled = finished(1.0), finished(2.0)
+    relative = 0.03 / float(np.ptp(blurred))
+    assert law.weight == pytest.approx(base.deconvolution_weight_for(relative))
+    assert doubled.weight == pytest.approx(2 * law.weight)
+    # The kernel is judged at the law's weight either way; only the image takes the stronger prior.
+    assert doubled.checked_residual == law.checked_residual == law.residual
+    assert doubled.residual > law.residual  # the misfit reported is the image's own
+    assert np.abs(np.diff(doubled.image)).mean() < np.abs(np.diff(law.image)).mean()
+    # A blur taken for a smooth PSF (alike at two scales) is deconvolved as a true kernel would be.
+    smooth = finished(2.0, smooth_psf=True)
+    assert smooth.smooth_psf and not doubled.smooth_psf
+    assert smooth.weight == law.weight
+    np.testing.assert_array_equal(smooth.image, law.image)
+    with pytest.raises(ValueError, match="final_noise_factor"):
+        replace(base, final_noise_factor=0.5)

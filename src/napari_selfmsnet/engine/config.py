@@ -58,14 +58,22 @@ class SolverConfig:
         a deconvolution that keeps the noise hands it to the kernel step, which then drifts
         away from the blur; ``polish_noise_threshold``: the polish's kernel steps also cut
         values below this many times the estimate's own noise level;
+        ``polish_kernel_noise_weight``: the noise term's weight in the polish's kernel steps
+        (``None``: ``kernel_noise_weight``); stronger than the blind stage's, whose kernel steps
+        solve from the generator's smooth image, where a strong term costs photon-limited
+        drifts their trail;
         ``deconvolution_weight``: the sparse prior's weight of the final deconvolution on
         noise-free data (it also absorbs the small misfit of any estimated kernel);
         ``noise_weight_law``: ``(a, b)``: with the measured noise ``sigma`` (normalised units)
-        the final weight is ``max(deconvolution_weight, a * sigma ** b)``; ``residual_floor``:
+        kernels are checked at ``max(deconvolution_weight, a * sigma ** b)``; ``residual_floor``:
         where the image re-blurred by the kernel explains the input closer than this share of
         the noise variance (it fits the noise, the mark of a kernel sharper than the blur), the
         final weight is doubled until it does not (the discrepancy principle as a lower bound;
-        0 turns it off); ``scale_agreement``, ``smooth_symmetry``: when the finest scale's
+        0 turns it off); ``final_noise_factor``: with ``final="nonblind"``, unless the blur was
+        taken for a smooth PSF (below), the last deconvolution's weight is at least ``max(deconvolution_weight,
+        final_noise_factor * a * sigma ** b)``: the law was fitted on true kernels, and an
+        estimated motion kernel's error also needs the prior;
+        ``scale_agreement``, ``smooth_symmetry``: when the finest scale's
         kernel and the next coarser one's (resampled) are at least ``scale_agreement``
         similar and the finest one is round (:func:`.selfcheck.radial_symmetry` at least
         ``smooth_symmetry``: a smooth PSF, not a motion trail), both are also checked
@@ -119,9 +127,11 @@ class SolverConfig:
     polish_support_factor: float | None = None
     polish_noise_floor: float = 5.0
     polish_noise_threshold: float = 3.0
+    polish_kernel_noise_weight: float | None = 1.0
     deconvolution_weight: float = 2e-4
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
     residual_floor: float = 0.9
+    final_noise_factor: float = 2.0
     scale_agreement: float = 0.8
     smooth_symmetry: float = 0.9
     seeds: int = 1
@@ -155,12 +165,16 @@ class SolverConfig:
             raise ValueError(f"polish_weights must be two positive weights (first, last), got {self.polish_weights}")
         if self.polish_support_factor is not None and not (self.polish_support_factor > 0):
             raise ValueError(f"polish_support_factor must be positive or None, got {self.polish_support_factor}")
+        if self.polish_kernel_noise_weight is not None and not (self.polish_kernel_noise_weight >= 0):
+            raise ValueError(f"polish_kernel_noise_weight must be >= 0 or None, got {self.polish_kernel_noise_weight}")
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be an integer >= 0, got {self.retries!r}")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        if not self.final_noise_factor >= 1:
+            raise ValueError(f"final_noise_factor must be >= 1, got {self.final_noise_factor}")
         for name in ("kernel_noise_weight", "polish_noise_floor", "polish_noise_threshold"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -199,6 +213,12 @@ class SolverConfig:
         """The final deconvolution's weight at the noise ``sigma``: ``max(deconvolution_weight,
         noise_weight(sigma))``."""
         return max(self.deconvolution_weight, self.noise_weight(sigma))
+
+    def final_weight_for(self, sigma: float) -> float:
+        """The last deconvolution's weight at the noise ``sigma`` before any discrepancy raise:
+        :meth:`deconvolution_weight_for` with the noise's share ``final_noise_factor`` times
+        stronger (an estimated kernel's error is absorbed by the prior too)."""
+        return max(self.deconvolution_weight, self.final_noise_factor * self.noise_weight(sigma))
 
     def to_dict(self) -> dict:
         return asdict(self)

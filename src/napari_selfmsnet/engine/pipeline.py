@@ -339,6 +339,7 @@ def _run(
         noise={**noise_model.to_dict(), "sigma_normalised": noise},
         deconvolution_weight=finish.weight,
         deconvolution_residual=finish.residual,
+        smooth_psf=finish.smooth_psf,
         self_check=check.to_dict(),
         attempts=len(attempts),
         seed_used=seed + attempts.index((state, finish)),

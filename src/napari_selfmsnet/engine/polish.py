@@ -85,6 +85,9 @@ def polish_steps(
     floor = config.polish_noise_floor * config.noise_weight(noise_sigma)
     kernel_sigma = noise_sigma if kernel_noise_sigma is None else kernel_noise_sigma
     total = len(weights) if total is None else total
+    noise_weight = (
+        config.kernel_noise_weight if config.polish_kernel_noise_weight is None else config.polish_kernel_noise_weight
+    )
     for done, weight in enumerate(weights, start=first_step + 1):
         # A round's deconvolution is most of its time (seconds on a large window): it reports,
         # so a stop request ends the polish within a few solver iterations, not a round.
@@ -105,7 +108,7 @@ def polish_steps(
             prune_fraction=config.prune_fraction,
             edge_percentile=percentile,
             noise_sigma=kernel_sigma,
-            noise_weight=config.kernel_noise_weight,
+            noise_weight=noise_weight,
             # Without a measured noise, the estimate's negative values are the solve's own
             # ringing, not noise: no noise threshold then.
             noise_threshold=config.polish_noise_threshold if kernel_sigma > 0 else 0.0,
@@ -157,7 +160,9 @@ class Finish:
     the discrepancy floor may have raised (the same figures when it did not);
     ``agreement``: its similarity to the most alike kernel polished from another start (None
     with one start); ``weight``: the sparse prior's weight of the final deconvolution;
-    ``stopped``: a stop request ended one of the stages early.
+    ``stopped``: a stop request ended one of the stages early; ``smooth_psf``: the caller
+    took the blur for a smooth PSF (``as_estimated``), so the last deconvolution kept the law's
+    weight.
     """
 
     kernel: np.ndarray
@@ -170,6 +175,7 @@ class Finish:
     agreement: float | None
     weight: float
     stopped: bool
+    smooth_psf: bool = False
 
 
 def _relative(noise_sigma: float, image: np.ndarray) -> float:
@@ -274,11 +280,22 @@ def finish_steps(
             stopped = True  # stopped during a re-solve: the check's deconvolution stands
         else:
             raise_by, latent, residual, correlation = found
-    weight = config.deconvolution_weight_for(_relative(noise_sigma, frame)) * raise_by
-    if whole:
+    raised = config.deconvolution_weight_for(_relative(noise_sigma, frame)) * raise_by
+    # A smooth PSF found alike at two scales is taken for the blur itself (the law was fitted on
+    # true kernels); a motion trail polished from noisy data carries an error the prior absorbs.
+    # The generator's own output (final="generator") takes no deconvolution of ours.
+    stronger = config.final == "nonblind" and not as_estimated
+    weight = max(raised, config.final_weight_for(_relative(noise_sigma, frame))) if stronger else raised
+    if whole and (weight == raised or stopped):
         # The window is the frame: its check is the frame's deconvolution (stopped, if a stop
         # came during it: the solver's iterate then is the image).
         image = latent
+    elif whole:
+        # The kernel was judged at the true kernel's weight; the image takes the stronger one.
+        solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
+        image, halted = yield from relay(solve, _pinned(total, total))
+        stopped = stopped or halted
+        residual, correlation = residual_statistics(window, image, kernel, noise_sigma)
     else:
         solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
         image, halted = yield from relay(solve, _offset(total - iterations))
@@ -286,7 +303,7 @@ def finish_steps(
     return Finish(
         kernel=kernel, image=image, start=best, checked_residual=checked_residual,
         checked_correlation=checked_correlation, residual=residual, residual_correlation=correlation,
-        agreement=max(others) if others else None, weight=weight, stopped=stopped,
+        agreement=max(others) if others else None, weight=weight, stopped=stopped, smooth_psf=as_estimated,
     )  # fmt: skip
 
 

@@ -93,7 +93,11 @@ class DeblurResult:
     warnings : list of str
         What the run's self-check found doubtful (empty when it trusts the result): each
         says what it measured and what to try. The measures are in ``params["self_check"]``,
-        the noise the run measured in ``params["noise"]``.
+        the noise the run measured in ``params["noise"]``, the final deconvolution's weight
+        and misfit in ``params["deconvolution_weight"]`` and ``params["deconvolution_residual"]``,
+        and whether the blur was taken for a smooth PSF (a Gaussian or defocus blur, found alike
+        at two scales; it is then deconvolved at the weight a true kernel takes) in
+        ``params["smooth_psf"]``.
     """
 
     image: np.ndarray

@@ -69,10 +69,10 @@ class SolverConfig:
         where the image re-blurred by the kernel explains the input closer than this share of
         the noise variance (it fits the noise, the mark of a kernel sharper than the blur), the
         final weight is doubled until it does not (the discrepancy principle as a lower bound;
-        0 turns it off); ``final_noise_factor``: with ``final="nonblind"``, unless the blur was
-        taken for a smooth PSF (below), the last deconvolution's weight is at least ``max(deconvolution_weight,
-        final_noise_factor * a * sigma ** b)``: the law was fitted on true kernels, and an
-        estimated motion kernel's error also needs the prior;
+        0 turns it off); ``final_noise_factor``: with ``final="nonblind"``, unless the blur
+        was taken for a smooth PSF (below), the last deconvolution's weight is at least
+        ``max(deconvolution_weight, final_noise_factor * a * sigma ** b)``: the law was fitted
+        on true kernels, and an estimated motion kernel's error also needs the prior;
         ``scale_agreement``, ``smooth_symmetry``: when the finest scale's
         kernel and the next coarser one's (resampled) are at least ``scale_agreement``
         similar and the finest one is round (:func:`.selfcheck.radial_symmetry` at least

@@ -209,16 +209,11 @@ class SolverConfig:
         a, b = self.noise_weight_law
         return float(a * max(float(sigma), 0.0) ** b)
 
-    def deconvolution_weight_for(self, sigma: float) -> float:
-        """The final deconvolution's weight at the noise ``sigma``: ``max(deconvolution_weight,
-        noise_weight(sigma))``."""
-        return max(self.deconvolution_weight, self.noise_weight(sigma))
-
-    def final_weight_for(self, sigma: float) -> float:
-        """The last deconvolution's weight at the noise ``sigma`` before any discrepancy raise:
-        :meth:`deconvolution_weight_for` with the noise's share ``final_noise_factor`` times
-        stronger (an estimated kernel's error is absorbed by the prior too)."""
-        return max(self.deconvolution_weight, self.final_noise_factor * self.noise_weight(sigma))
+    def deconvolution_weight_for(self, sigma: float, noise_factor: float = 1.0) -> float:
+        """The sparse deconvolution's weight at the noise ``sigma``: ``max(deconvolution_weight,
+        noise_factor * noise_weight(sigma))`` (the last deconvolution of a motion kernel takes
+        ``noise_factor=final_noise_factor``)."""
+        return max(self.deconvolution_weight, noise_factor * self.noise_weight(sigma))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -280,12 +280,14 @@ def finish_steps(
             stopped = True  # stopped during a re-solve: the check's deconvolution stands
         else:
             raise_by, latent, residual, correlation = found
-    raised = config.deconvolution_weight_for(_relative(noise_sigma, frame)) * raise_by
+    frame_sigma = _relative(noise_sigma, frame)
+    raised = config.deconvolution_weight_for(frame_sigma) * raise_by
     # A smooth PSF found alike at two scales is taken for the blur itself (the law was fitted on
     # true kernels); a motion trail polished from noisy data carries an error the prior absorbs.
     # The generator's own output (final="generator") takes no deconvolution of ours.
     stronger = config.final == "nonblind" and not as_estimated
-    weight = max(raised, config.final_weight_for(_relative(noise_sigma, frame))) if stronger else raised
+    factor = config.final_noise_factor if stronger else 1.0
+    weight = max(raised, config.deconvolution_weight_for(frame_sigma, factor))
     if whole and (weight == raised or stopped):
         # The window is the frame: its check is the frame's deconvolution (stopped, if a stop
         # came during it: the solver's iterate then is the image).

@@ -26,6 +26,7 @@ from napari_selfmsnet.engine.intensity import IntensityMap
 from napari_selfmsnet.engine.noise import estimate_noise
 from napari_selfmsnet.engine.polish import finish_steps
 from napari_selfmsnet.engine.steps import drain
+from napari_selfmsnet.evaluation.metrics import levin_scores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shared data folder sits next to the repository (never copied into it).
@@ -74,6 +75,13 @@ def unit_range(image: np.ndarray, eight_bit: bool) -> np.ndarray:
     counts when the input was 8-bit (``deblur`` keeps a uint8 input's 0-255 scale)."""
     data = np.asarray(image, dtype=np.float64)
     return np.clip(data / 255.0 if eight_bit else data, 0, 1)
+
+
+def noise_scores(image: np.ndarray, sharp: np.ndarray, counts: bool, **kernels) -> dict:
+    """``levin_scores`` as ``noise.py`` scores a case: Levin's 8-bit cases in [0, 1], microscopy
+    counts after an affine intensity fit."""
+    data = np.asarray(image, dtype=np.float64) if counts else unit_range(image, eight_bit=True)
+    return levin_scores(data, sharp, fit_intensity=counts, **kernels)
 
 
 def cpu_model() -> str:

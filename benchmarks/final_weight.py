@@ -2,8 +2,9 @@
 
 The final sparse deconvolution's weight follows the measured noise (``noise_weight_law``,
 fitted on true kernels, times ``final_noise_factor``) and is raised by the discrepancy rule
-(``residual_floor``) when the re-blurred estimate fits the noise. An estimated kernel is never exact, and a stronger prior
-also absorbs its error, so the best weight for a blind run's own kernel may lie above the law.
+(``residual_floor``) when the re-blurred estimate fits the noise. An estimated kernel is never
+exact, and a stronger prior also absorbs its error, so the best weight for a blind run's own
+kernel may lie above the law.
 The weight does not steer the kernel (seeds and retries are judged at the check's own weight),
 so it can be chosen afterwards: this script takes the cases ``noise.py --save DIR`` kept (the
 input, the run's final kernel, the sharp image), deconvolves each input with its kernel as
@@ -27,23 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, mean, nonblind_like_deblur, parse_config_changes, unit_range, write_json
+from _common import machine_info, mean, noise_scores, nonblind_like_deblur, parse_config_changes, write_json
 
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.engine.devices import resolve_device
-from napari_selfmsnet.evaluation.metrics import levin_scores
-
-
-def group_of(name: str) -> str:
-    """``noise.py``'s group of a saved case's file name (``im1_kernel1@5pc``, ``drift27@1000ph_0``)."""
-    level = name.split("@")[1].split("_")[0]
-    return f"Levin {level[:-2]}%" if level.endswith("pc") else f"micro {level[:-2]} photons"
 
 
 def score(image: np.ndarray, sharp: np.ndarray, counts: bool) -> float:
-    """PSNR as ``noise.py`` scores it: Levin's 8-bit cases in [0, 1], counts after an affine fit."""
-    data = np.asarray(image, dtype=np.float64) if counts else unit_range(image, eight_bit=True)
-    return levin_scores(data, sharp, fit_intensity=counts)["psnr"]
+    return noise_scores(image, sharp, counts)["psnr"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = saved["blurred"].dtype != np.uint8
         row = {
             "name": path.stem,
-            "group": group_of(path.stem),
+            "group": str(saved["group"]),
             "input": score(saved["blurred"], saved["sharp"], counts),
         }
         row["saved"] = score(saved["image"], saved["sharp"], counts)

@@ -40,8 +40,8 @@ from _common import (
     config_of,
     machine_info,
     mean,
+    noise_scores,
     parse_config_changes,
-    unit_range,
     write_json,
     write_text,
 )
@@ -51,7 +51,7 @@ from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.engine.intensity import IntensityMap
 from napari_selfmsnet.engine.nonblind import deconvolve
 from napari_selfmsnet.evaluation.levin import list_levin_cases, load_levin_case, synthetic_blur
-from napari_selfmsnet.evaluation.metrics import kernel_similarity, levin_scores
+from napari_selfmsnet.evaluation.metrics import kernel_similarity
 from napari_selfmsnet.evaluation.synth import defocus_psf, gaussian_psf, make_case, motion_kernel
 
 LEVELS = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -118,12 +118,6 @@ def micro_cases(args: argparse.Namespace):
                 yield name, f"micro {photons:g} photons", case.blurred, case.sharp, case.kernel, True
 
 
-def _scores(image: np.ndarray, sharp: np.ndarray, fit: bool, **kernels) -> dict:
-    # Levin's cases (no intensity fit) are 8-bit; microscopy counts are fitted as they are.
-    data = np.asarray(image, dtype=np.float64) if fit else unit_range(image, eight_bit=True)
-    return levin_scores(data, sharp, fit_intensity=fit, **kernels)
-
-
 def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> dict:
     size = kernel.shape if args.kernel_size == "true" else "auto"
     result = deblur(blurred, size, preset=preset, device=str(device), seed=args.seed)
@@ -136,10 +130,10 @@ def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> 
         "group": group,
         "kernel_size": list(kernel.shape),
         "kernel_size_used": result.params["kernel_size"],
-        "blurred": _scores(blurred, sharp, fit),
-        "true_kernel": {**_scores(reference, sharp, fit), "seconds": time.perf_counter() - start},
+        "blurred": noise_scores(blurred, sharp, fit),
+        "true_kernel": {**noise_scores(reference, sharp, fit), "seconds": time.perf_counter() - start},
         "result": {
-            **_scores(result.image, sharp, fit),
+            **noise_scores(result.image, sharp, fit),
             "kernel_similarity": kernel_similarity(result.kernel, kernel),
             "seconds": result.elapsed_s,
         },
@@ -153,7 +147,7 @@ def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> 
         args.save.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             args.save / f"{name.replace('%', 'pc').replace('#', '_')}.npz",
-            blurred=blurred, sharp=sharp, true_kernel=kernel, image=result.image, kernel=result.kernel,
+            blurred=blurred, sharp=sharp, true_kernel=kernel, image=result.image, kernel=result.kernel, group=group,
         )  # fmt: skip
     record["gain"] = record["result"]["psnr"] - record["blurred"]["psnr"]
     record["gap_to_reference"] = record["true_kernel"]["psnr"] - record["result"]["psnr"]

@@ -161,3 +161,24 @@ class TestResolveConfig:
         assert result.params["config"]["scales"] == (0.5, 1.0)
         single = deblur(blurred, 7, preset=replace(custom, scales=(1.0,)), iterations=2, device="cpu")
         assert single.params["method"] == "self-msnet-s"
+
+
+def test_kernels_the_starts_disagree_on_take_the_cautious_prior(blurred):
+    # Two scales, so two starts whose agreement is measured; a threshold of 1 makes any
+    # disagreement count, 0 none.
+    config = replace(PRESETS["fast"], retries=0)
+    usual, _ = _run(deblur_steps(blurred, 7, preset=config, iterations=12, device="cpu", progress_every=10))
+    cautious, records = _run(
+        deblur_steps(
+            blurred, 7, preset=replace(config, cautious_agreement=1.0), iterations=12, device="cpu", progress_every=10
+        )
+    )
+    assert usual.params["self_check"]["agreement"] < 1
+    assert usual.params["cautious_prior"] is False and cautious.params["cautious_prior"] is True
+    np.testing.assert_array_equal(cautious.kernel, usual.kernel)
+    weight = cautious.params["deconvolution_weight"]
+    assert weight == pytest.approx(config.cautious_factor * usual.params["deconvolution_weight"])
+    assert np.abs(np.diff(cautious.image)).mean() < np.abs(np.diff(usual.image)).mean()
+    # The re-solve comes last, at the end of the bar.
+    last = [r for r in records if r.stage == "deconvolve"][-10:]
+    assert all(r.step == r.total for r in last)

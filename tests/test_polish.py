@@ -7,7 +7,13 @@ import torch
 from napari_selfmsnet import PRESETS
 from napari_selfmsnet.engine.convolution import valid_convolve
 from napari_selfmsnet.engine.nonblind import DEFAULT_WEIGHTS, deconvolve
-from napari_selfmsnet.engine.polish import finish_steps, polish_kernel, round_support_factor, round_weights
+from napari_selfmsnet.engine.polish import (
+    cautious_steps,
+    finish_steps,
+    polish_kernel,
+    round_support_factor,
+    round_weights,
+)
 from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
 from napari_selfmsnet.evaluation.synth import blur_valid, gaussian_psf, motion_kernel, phantom
@@ -233,3 +239,36 @@ def test_the_last_deconvolution_takes_the_stronger_weight_after_the_kernel_is_ju
     np.testing.assert_array_equal(smooth.image, law.image)
     with pytest.raises(ValueError, match="final_noise_factor"):
         replace(base, final_noise_factor=0.5)
+
+
+def test_a_kernel_the_starts_disagree_on_is_deconvolved_again_with_a_stronger_prior():
+    rng = np.random.default_rng(5)
+    true = motion_kernel(9, rng=4)
+    frame = (blur_valid(phantom((88, 88), rng), true) + rng.normal(0, 0.02, (80, 80))).astype(np.float32)
+    window = (slice(8, 72), slice(8, 72))
+    config = replace(PRESETS["fast"], polish_rounds=0)
+    cpu = torch.device("cpu")
+    finish = drain(finish_steps(frame[window], frame, [true], config, cpu, noise_sigma=0.02))
+    records = []
+
+    def collect(record):
+        records.append(record)
+
+    cautious = drain(cautious_steps(frame, window, finish, 4.0, cpu, 0.02), collect)
+    assert cautious.cautious and not finish.cautious
+    assert cautious.weight == pytest.approx(4 * finish.weight)
+    np.testing.assert_array_equal(cautious.kernel, finish.kernel)
+    assert cautious.image.shape == frame.shape
+    assert np.abs(np.diff(cautious.image)).mean() < np.abs(np.diff(finish.image)).mean()
+    # The misfit reported is the new image's, on the window; the kernel's check is unchanged.
+    assert cautious.residual > finish.residual
+    assert cautious.checked_residual == finish.checked_residual
+    # A re-solve adds no ground to cover: its records sit at the end of the bar.
+    assert records and all(r.stage == "deconvolve" and r.step == r.total for r in records)
+    # A stop request keeps the solver's iterate, and says so.
+    halted = drain(cautious_steps(frame, window, finish, 4.0, cpu, 0.02), lambda record: True)
+    assert halted.stopped and halted.image.shape == frame.shape and np.all(np.isfinite(halted.image))
+    with pytest.raises(ValueError, match="cautious_factor"):
+        replace(config, cautious_factor=0.5)
+    with pytest.raises(ValueError, match="cautious_agreement"):
+        replace(config, cautious_agreement=1.5)

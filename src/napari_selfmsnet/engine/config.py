@@ -73,6 +73,12 @@ class SolverConfig:
         was taken for a smooth PSF (below), the last deconvolution's weight is at least
         ``max(deconvolution_weight, final_noise_factor * a * sigma ** b)``: the law was fitted
         on true kernels, and an estimated motion kernel's error also needs the prior;
+        ``cautious_agreement``, ``cautious_factor``: when the kept kernel is less than
+        ``cautious_agreement`` similar to every kernel found from another start or seed
+        (``params["self_check"]["agreement"]``), the blur is poorly determined and the
+        kernel's error large: the frame is deconvolved again at ``cautious_factor`` times the
+        final weight (``params["cautious_prior"]``), trading sharpness for safety (0 turns it
+        off);
         ``scale_agreement``, ``smooth_symmetry``: when the finest scale's
         kernel and the next coarser one's (resampled) are at least ``scale_agreement``
         similar and the finest one is round (:func:`.selfcheck.radial_symmetry` at least
@@ -132,6 +138,8 @@ class SolverConfig:
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
     residual_floor: float = 0.9
     final_noise_factor: float = 2.0
+    cautious_agreement: float = 0.4
+    cautious_factor: float = 4.0
     scale_agreement: float = 0.8
     smooth_symmetry: float = 0.9
     seeds: int = 1
@@ -175,6 +183,10 @@ class SolverConfig:
             raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
         if not self.final_noise_factor >= 1:
             raise ValueError(f"final_noise_factor must be >= 1, got {self.final_noise_factor}")
+        if not self.cautious_factor >= 1:
+            raise ValueError(f"cautious_factor must be >= 1, got {self.cautious_factor}")
+        if not 0 <= self.cautious_agreement <= 1:
+            raise ValueError(f"cautious_agreement must lie in [0, 1], got {self.cautious_agreement}")
         for name in ("kernel_noise_weight", "polish_noise_floor", "polish_noise_threshold"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -44,7 +44,7 @@ from .kernel_size import AUTO, kernel_size_steps
 from .kernel_step import delta_kernel, gray_noise_factor
 from .noise import NoiseModel, estimate_noise
 from .optimizer import OptimizerState, optimize
-from .polish import Finish, finish_steps
+from .polish import Finish, cautious_steps, finish_steps
 from .records import DeblurResult, Progress
 from .regions import Region, resolve_region
 from .selfcheck import (
@@ -316,7 +316,20 @@ def _run(
                 break
         # Every attempt's kernel was checked the same way: keep the one whose misfit is most like
         # noise, judged as the self-check judges it (so a seed kept is one the check would pass first).
-        state, finish = min(attempts, key=lambda pair: _judged(pair[1], noise))
+        kept = min(range(len(attempts)), key=lambda i: _judged(attempts[i][1], noise))
+        state, finish = attempts[kept]
+        agreement = _agreement(finish, [f for _, f in attempts if f is not finish])
+        if (
+            config.final == "nonblind"
+            and not cancelled
+            and agreement is not None
+            and agreement < config.cautious_agreement
+        ):
+            # Kernels from different starts that barely agree: the kept one's error is large,
+            # and a wrong kernel at the usual weight can leave the image worse than its input.
+            cautious = cautious_steps(unit, window.slices, finish, config.cautious_factor, device, noise)
+            finish, stopped = yield from relay(cautious, timed)
+            cancelled = cancelled or stopped
         if config.final == "generator" and whole_frame:
             image_out = to_output(state.image)
         else:
@@ -331,7 +344,7 @@ def _run(
         residual=finish.checked_residual,
         residual_correlation=finish.checked_correlation,
         border_mass=border_mass(kernel),
-        agreement=_agreement(finish, [f for _, f in attempts if f is not finish]),
+        agreement=agreement,
         kernel_shape=kernel_shape,
         noise_sigma=noise,
     )
@@ -340,9 +353,10 @@ def _run(
         deconvolution_weight=finish.weight,
         deconvolution_residual=finish.residual,
         smooth_psf=finish.smooth_psf,
+        cautious_prior=finish.cautious,
         self_check=check.to_dict(),
         attempts=len(attempts),
-        seed_used=seed + attempts.index((state, finish)),
+        seed_used=seed + kept,
     )
 
     return DeblurResult(

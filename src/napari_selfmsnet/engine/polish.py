@@ -30,7 +30,15 @@ from .records import Progress
 from .selfcheck import kernel_similarity, residual_statistics
 from .steps import drain, relay
 
-__all__ = ["Finish", "finish_steps", "polish_kernel", "polish_steps", "round_support_factor", "round_weights"]
+__all__ = [
+    "Finish",
+    "cautious_steps",
+    "finish_steps",
+    "polish_kernel",
+    "polish_steps",
+    "round_support_factor",
+    "round_weights",
+]
 
 
 def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -162,7 +170,8 @@ class Finish:
     with one start); ``weight``: the sparse prior's weight of the final deconvolution;
     ``stopped``: a stop request ended one of the stages early; ``smooth_psf``: the caller
     took the blur for a smooth PSF (``as_estimated``), so the last deconvolution kept the law's
-    weight.
+    weight; ``cautious``: the image was deconvolved again at a stronger weight because the
+    kernels of different starts disagree (:func:`cautious_steps`).
     """
 
     kernel: np.ndarray
@@ -176,6 +185,34 @@ class Finish:
     weight: float
     stopped: bool
     smooth_psf: bool = False
+    cautious: bool = False
+
+
+def cautious_steps(
+    frame: np.ndarray,
+    window: tuple[slice, ...],
+    finish: Finish,
+    factor: float,
+    device: torch.device,
+    noise_sigma: float,
+) -> Generator[Progress, Any, Finish]:
+    """``finish`` with its frame deconvolved again at ``factor`` times its weight.
+
+    For a kernel the starts and seeds disagree on: its error is then large, and acts on the
+    deconvolution as extra noise that only a stronger prior absorbs (a wrong kernel deconvolved
+    at the law's weight can leave the image worse than its input). ``frame`` is in normalised
+    units, ``window`` the slices of it the kernel was checked on (for the misfit recorded). The
+    records of the re-solve stay at the end of the bar, as the discrepancy re-solves' do; a
+    stop request keeps the solver's current iterate.
+    """
+    weight = finish.weight * factor
+    solve = deconvolve_steps(frame, finish.kernel, method="sparse", weight=weight, device=device)
+    image, halted = yield from relay(solve, lambda record: replace(record, step=record.total))
+    residual, correlation = residual_statistics(frame[window], image[window], finish.kernel, noise_sigma)
+    return replace(
+        finish, image=image, weight=weight, residual=residual, residual_correlation=correlation,
+        stopped=finish.stopped or halted, cautious=True,
+    )  # fmt: skip
 
 
 def _relative(noise_sigma: float, image: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from napari_selfmsnet import PRESETS, SolverConfig, io
 from napari_selfmsnet.engine.config import resolve_config
 from napari_selfmsnet.engine.intensity import IntensityMap
 from napari_selfmsnet.engine.noise import estimate_noise
-from napari_selfmsnet.engine.polish import finish_steps
+from napari_selfmsnet.engine.polish import cautious_steps, finish_steps
 from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.metrics import levin_scores
 
@@ -53,20 +53,34 @@ def config_of(args: argparse.Namespace) -> SolverConfig:
 
 
 def nonblind_like_deblur(
-    blurred: np.ndarray, kernel: np.ndarray, config: SolverConfig, device: torch.device
+    blurred: np.ndarray,
+    kernel: np.ndarray,
+    config: SolverConfig,
+    device: torch.device,
+    *,
+    smooth_psf: bool = False,
+    agreement: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The stages after the blind one on ``kernel`` and ``blurred``, as ``deblur`` runs them
     under ``config`` (the polish with ``final="nonblind"``, then the sparse deconvolution).
 
     In ``deblur``'s normalised units (the sparse prior's weight depends on them), by
     :func:`~napari_selfmsnet.engine.polish.finish_steps` from ``kernel`` alone, with the noise
-    measured as ``deblur`` measures it; returns ``(kernel, deblurred image in blurred's units)``.
+    measured as ``deblur`` measures it; ``smooth_psf`` and ``agreement`` are what the run
+    decided and measured (``params["smooth_psf"]``, ``params["self_check"]["agreement"]``),
+    which a lone kernel cannot tell: with them the last deconvolution is the run's own
+    (:func:`~napari_selfmsnet.engine.polish.cautious_steps` below ``cautious_agreement``).
+    Returns ``(kernel, deblurred image in blurred's units)``.
     """
     image = np.asarray(blurred, dtype=np.float32)
     intensity = IntensityMap.fit(image, config.headroom)
     unit = intensity.to_unit(image)
     noise = estimate_noise(blurred, quantised=np.issubdtype(np.asarray(blurred).dtype, np.integer)).sigma
-    finish = drain(finish_steps(unit, unit, [kernel], config, device, noise_sigma=noise / intensity.scale))
+    sigma = noise / intensity.scale
+    finish = drain(finish_steps(unit, unit, [kernel], config, device, noise_sigma=sigma, as_estimated=smooth_psf))
+    if config.final == "nonblind" and agreement is not None and agreement < config.cautious_agreement:
+        whole = (slice(None), slice(None))
+        finish = drain(cautious_steps(unit, whole, finish, config.cautious_factor, device, sigma))
     return finish.kernel, intensity.to_input_units(finish.image)
 
 

@@ -7,10 +7,12 @@ exact, and a stronger prior also absorbs its error, so the best weight for a bli
 kernel may lie above the law.
 The weight does not steer the kernel (seeds and retries are judged at the check's own weight),
 so it can be chosen afterwards: this script takes the cases ``noise.py --save DIR`` kept (the
-input, the run's final kernel, the sharp image), deconvolves each input with its kernel as
-``deblur`` finishes a run under every ``--variant`` (``SolverConfig`` fields changed from the
-preset, with the polish off: the kernel is already final) and scores the results as
-``noise.py`` does. The unchanged preset reproduces the saved results (checked per case).
+input, the run's final kernel, whether the run took it for a smooth PSF, how well its starts
+agreed, the sharp image), deconvolves each input with its kernel as ``deblur`` finishes a run
+under every ``--variant`` (``SolverConfig`` fields changed from the preset, with the polish
+off: the kernel is already final; ``cautious_agreement`` and ``cautious_factor`` act on the
+saved agreement) and scores the results as ``noise.py`` does. The unchanged preset reproduces
+the saved results (checked per case).
 
 Example::
 
@@ -62,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             "input": score(saved["blurred"], saved["sharp"], counts),
         }
         row["saved"] = score(saved["image"], saved["sharp"], counts)
+        # Saves made before these were kept replay as a motion blur with one start.
+        decided = {}
+        if "smooth_psf" in saved:
+            agreement = float(saved["agreement"])
+            decided = {"smooth_psf": bool(saved["smooth_psf"]), "agreement": None if np.isnan(agreement) else agreement}
         for label, config in variants.items():
-            _, image = nonblind_like_deblur(saved["blurred"], saved["kernel"], config, device)
+            _, image = nonblind_like_deblur(saved["blurred"], saved["kernel"], config, device, **decided)
             row[label] = score(image, saved["sharp"], counts)
         rows.append(row)
         print(

@@ -142,12 +142,17 @@ def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> 
         "self_check": result.params["self_check"],
         "deconvolution_weight": weight,
         "attempts": result.params["attempts"],
+        "smooth_psf": result.params["smooth_psf"],
+        "cautious_prior": result.params["cautious_prior"],
     }
     if args.save is not None:
+        # What the finish depends on beyond the kernel, so that final_weight.py replays it exactly.
+        agreement = result.params["self_check"]["agreement"]
         args.save.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             args.save / f"{name.replace('%', 'pc').replace('#', '_')}.npz",
             blurred=blurred, sharp=sharp, true_kernel=kernel, image=result.image, kernel=result.kernel, group=group,
+            smooth_psf=result.params["smooth_psf"], agreement=np.nan if agreement is None else agreement,
         )  # fmt: skip
     record["gain"] = record["result"]["psnr"] - record["blurred"]["psnr"]
     record["gap_to_reference"] = record["true_kernel"]["psnr"] - record["result"]["psnr"]

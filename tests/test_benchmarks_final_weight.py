@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from _benchmarks import run_script
 
@@ -18,6 +19,11 @@ def test_a_saved_case_is_reproduced_and_scored_under_each_variant(tmp_path):
     assert done.returncode == 0, done.stderr
     (case,) = json.loads(noise_out.read_text())["cases"]
     assert [p.name for p in saved.iterdir()] == ["gaussian@1000ph_0.npz"]
+    # What the finish depends on beyond the kernel is kept with it.
+    kept = np.load(saved / "gaussian@1000ph_0.npz")
+    assert bool(kept["smooth_psf"]) is case["smooth_psf"]
+    agreement = case["self_check"]["agreement"]
+    assert np.isnan(kept["agreement"]) if agreement is None else float(kept["agreement"]) == pytest.approx(agreement)
 
     variants = ["--variant", "final_noise_factor=3", "--variant", "residual_floor=0"]
     done = run_script("final_weight.py", str(saved), "--threads", "1", "--out", str(out), *variants)

@@ -1,5 +1,7 @@
 """``kernel_size="auto"``: the measure of a probe's kernel, and real probes on noisy images."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from _scenes import shaken_camera
 
 from napari_selfmsnet.engine.config import PRESETS
 from napari_selfmsnet.engine.intensity import IntensityMap
-from napari_selfmsnet.engine.kernel_size import _extent, kernel_size_steps, size_from_extent
+from napari_selfmsnet.engine.kernel_size import _PROBE_ITERATIONS, _extent, kernel_size_steps, size_from_extent
 from napari_selfmsnet.engine.steps import drain
 from napari_selfmsnet.evaluation.synth import gaussian_psf, motion_kernel
 
@@ -41,3 +43,18 @@ def test_a_probe_measures_a_13_px_shake_within_a_sensible_range(draw):
     # short of the largest size the image allows (41).
     assert kernel.shape[0] <= measured.shape[0] <= 3 * kernel.shape[0]
     assert measured.factor == 2 and max(measured.extent) >= max(_extent(kernel))
+
+
+def test_the_probes_keep_their_length_when_the_run_is_short():
+    # A quick trial run (few iterations) must not shorten the probes: short probes measure far
+    # too large.
+    blurred = shaken_camera(motion_kernel(9, rng=2), 96, 0.01, 0)
+    intensity = IntensityMap.fit(blurred)
+    unit, sigma, cpu = intensity.to_unit(blurred), 0.01 / intensity.scale, torch.device("cpu")
+    sizes = []
+    for iterations in (PRESETS["fast"].iterations, 5):
+        records = []
+        config = replace(PRESETS["fast"], iterations=iterations)
+        sizes.append(drain(kernel_size_steps(unit, sigma, config, cpu, limit=(31, 31)), records.append))
+        assert records[-1].total % _PROBE_ITERATIONS == 0 and records[-1].step % _PROBE_ITERATIONS == 0
+    assert sizes[0] == sizes[1]

@@ -7,9 +7,10 @@ import pytest
 from scipy import ndimage, signal
 
 from napari_selfmsnet.engine.kernel_step import delta_kernel
+from napari_selfmsnet.engine.pipeline import deblur
 from napari_selfmsnet.engine.records import DeblurResult, Progress, StackResult
 from napari_selfmsnet.engine.stack import deblur_stack
-from napari_selfmsnet.engine.stack_plan import deconvolve_plane, select_reference_plane
+from napari_selfmsnet.engine.stack_plan import deconvolve_plane, plane_weight, select_reference_plane
 
 KSIZE = 5
 TINY = {"method": "self-msnet-s", "iterations": 3, "device": "cpu", "seed": 0}
@@ -404,3 +405,27 @@ class TestDeconvolvePlane:
     def test_rejects_a_stack(self):
         with pytest.raises(ValueError, match=r"plane must have shape \(H, W\) or \(H, W, 3\), got \(2, 40, 40\)"):
             deconvolve_plane(np.zeros((2, 40, 40)), np.ones((5, 5)))
+
+
+class TestSharedWeights:
+    """Shared mode deconvolves every plane at the weight the blind run chose, moved to each
+    plane's own noise (a plane deconvolved at the noise-free default keeps its noise)."""
+
+    @staticmethod
+    def _noisy_stack() -> np.ndarray:
+        rng = np.random.default_rng(2)
+        clean = _blurred_stack(2, seed=3).astype(np.float64)
+        # Plane 1 bleached to a third of plane 0's signal, at the same camera noise.
+        clean[1] = 100 + (clean[1] - 100) / 3
+        return np.clip(clean + rng.normal(0, 20, clean.shape), 0, None).astype(np.uint16)
+
+    def test_the_reference_plane_is_the_blind_runs_own_result_and_noisier_planes_get_more_prior(self):
+        stack = self._noisy_stack()
+        result = deblur_stack(stack, KSIZE, mode="shared", reference_plane=0, nonblind_method="sparse", **TINY)
+        single = deblur(stack[0], KSIZE, **TINY)
+        np.testing.assert_allclose(result.image[0], single.image, rtol=0, atol=1e-3 * float(np.ptp(stack[0])))
+        run = single.params
+        assert plane_weight(stack[0], run) == pytest.approx(run["deconvolution_weight"])
+        # Same noise on a third of the signal: three times the relative noise, a stronger prior.
+        assert plane_weight(stack[1], run) > 2 * run["deconvolution_weight"]
+        assert plane_weight(stack[1], run, method="wiener") is None and plane_weight(stack[1], {}) is None

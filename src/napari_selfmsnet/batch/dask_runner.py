@@ -39,6 +39,7 @@ from ..engine.stack_plan import (
     deconvolve_plane,
     no_usable_plane,
     plane_problem,
+    plane_weight,
     stack_report,
 )
 from .clusters import cluster_has_gpus
@@ -67,8 +68,10 @@ def deconvolve_plane_task(job: FileJob, plan: Plan, index: int, estimate: dict[s
     problem = plane_problem(plane)
     out = io.open_image(job.partial["image"], plan.output_meta)
     if problem is None:
+        run = estimate["run"]
+        weight = plane_weight(plane, run.params, job.options.nonblind)
         out[index] = deconvolve_plane(
-            plane, estimate["run"].kernel, device=job.options.device, method=job.options.nonblind
+            plane, run.kernel, device=job.options.device, method=job.options.nonblind, weight=weight
         )
     else:
         out[index] = plane.astype(np.float32)

@@ -349,7 +349,7 @@ def _run(
         noise_sigma=noise,
     )
     params.update(
-        noise={**noise_model.to_dict(), "sigma_normalised": noise},
+        noise={**noise_model.to_dict(), "sigma_normalised": noise, "relative": _share_of_range(noise, unit)},
         deconvolution_weight=finish.weight,
         deconvolution_residual=finish.residual,
         smooth_psf=finish.smooth_psf,
@@ -407,6 +407,13 @@ def _finish(
     )  # fmt: skip
     finish, _ = yield from relay(steps, timed)
     return finish
+
+
+def _share_of_range(noise: float, image: np.ndarray) -> float:
+    """``noise`` as a share of ``image``'s range: what the final weight follows (the non-blind
+    solver maps its input to [0, 1]), and what a shared kernel's other planes are compared by."""
+    span = float(np.ptp(image))
+    return noise / span if span > 0 else 0.0
 
 
 def _judged(finish: Finish, noise: float) -> float:

@@ -31,6 +31,7 @@ from .stack_plan import (
     deconvolve_plane_steps,
     no_usable_plane,
     plane_problem,
+    plane_weight,
     read_plane,
     stack_geometry,
     stack_report,
@@ -235,8 +236,9 @@ def _shared(
                 # far), so a stop is seen within a plane however large; a plane stopped midway
                 # keeps its input, like the planes after it.
                 solve = deconvolve_plane_steps(
-                    plane, kernel, device=kwargs.get("device", "auto"), method=nonblind_method
-                )
+                    plane, kernel, device=kwargs.get("device", "auto"), method=nonblind_method,
+                    weight=plane_weight(plane, estimate.params, nonblind_method),
+                )  # fmt: skip
                 deblurred, halted = yield from relay(solve, _within_plane(i, planes, estimate, kernel, start))
                 if halted:
                     unfinished = list(range(i, planes))

@@ -4,7 +4,8 @@ A stack (z-stack, time series) is deblurred in one of two modes (:data:`STACK_MO
 
 ``"shared"``     a blind run (:func:`napari_selfmsnet.deblur`) on the reference plane
                  (:func:`select_reference_plane`) estimates one kernel; every plane, the
-                 reference too, is then deconvolved with it (:func:`deconvolve_plane`).
+                 reference too, is then deconvolved with it (:func:`deconvolve_plane`), at
+                 the weight the blind run chose, moved to each plane's noise (:func:`plane_weight`).
 ``"per-plane"``  a blind run on every plane, each with its own kernel.
 
 The command line and the widget also offer ``"current"`` (:data:`STACK_CHOICES`): one plane
@@ -31,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from .config import SolverConfig
 from .inputs import drop_alpha, image_array, image_problem
 from .kernel_step import delta_kernel
+from .noise import estimate_noise
 from .nonblind import deconvolve_steps
 from .records import DeblurResult, Progress
 from .regions import edge_energy_map
@@ -50,6 +53,7 @@ __all__ = [
     "deconvolve_plane_steps",
     "no_usable_plane",
     "plane_problem",
+    "plane_weight",
     "read_plane",
     "select_reference_plane",
     "stack_geometry",
@@ -200,8 +204,36 @@ def no_usable_plane(problems: dict[int, str]) -> str:
     return f"no plane of the stack can be deblurred: {listed}{more}"
 
 
+def plane_weight(plane: np.ndarray, params: Mapping[str, Any], method: str = "sparse") -> float | None:
+    """The sparse prior's weight for ``plane`` deconvolved with the kernel of a blind run on
+    another plane (shared mode), whose ``params`` say what weight it chose and at what noise.
+
+    The run's final weight, moved along its noise law (:meth:`.SolverConfig.deconvolution_weight_for`)
+    from the run's relative noise to this plane's own (measured here): planes of unequal
+    exposure, or of a bleaching series, each get the weight their noise calls for, and the
+    run's own raises (the discrepancy floor, a cautious prior) carry over. None (the solver's
+    default) for other methods, or ``params`` without the figures.
+    """
+    noise, weight = params.get("noise") or {}, params.get("deconvolution_weight")
+    if method != "sparse" or weight is None or "relative" not in noise:
+        return None
+    config = SolverConfig(**params["config"])
+    factor = 1.0 if params.get("smooth_psf") or config.final != "nonblind" else config.final_noise_factor
+    data = np.asarray(plane, dtype=np.float64)
+    span = float(np.ptp(data))
+    sigma = estimate_noise(plane, quantised=np.issubdtype(np.asarray(plane).dtype, np.integer)).sigma
+    own = sigma / span if span > 0 else 0.0
+    moved = config.deconvolution_weight_for(own, factor) / config.deconvolution_weight_for(noise["relative"], factor)
+    return float(weight * moved)
+
+
 def deconvolve_plane(
-    plane: np.ndarray, kernel: np.ndarray, *, device: str = "auto", method: str = "sparse"
+    plane: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    device: str = "auto",
+    method: str = "sparse",
+    weight: float | None = None,
 ) -> np.ndarray:
     """Deblur one plane with a known kernel (non-blind deconvolution): the shared mode's step.
 
@@ -214,18 +246,24 @@ def deconvolve_plane(
         :func:`napari_selfmsnet.deblur` returns it).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda:N"`` or ``"mps"``.
-    method : str
-        Passed to :func:`napari_selfmsnet.engine.nonblind.deconvolve`.
+    method, weight : str, float or None
+        Passed to :func:`napari_selfmsnet.engine.nonblind.deconvolve` (the weight of the blind
+        run that found the kernel: :func:`plane_weight`).
 
     Returns
     -------
     ndarray of float32, the shape of ``plane``, in its intensity units.
     """
-    return drain(deconvolve_plane_steps(plane, kernel, device=device, method=method))
+    return drain(deconvolve_plane_steps(plane, kernel, device=device, method=method, weight=weight))
 
 
 def deconvolve_plane_steps(
-    plane: np.ndarray, kernel: np.ndarray, *, device: str = "auto", method: str = "sparse"
+    plane: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    device: str = "auto",
+    method: str = "sparse",
+    weight: float | None = None,
 ) -> Generator[Progress, Any, np.ndarray]:
     """:func:`deconvolve_plane` as a stage generator (:mod:`.steps`): the solver's
     ``"deconvolve"`` records, so that a stop is seen within a plane; a true value sent at one
@@ -236,7 +274,7 @@ def deconvolve_plane_steps(
         raise ValueError(f"plane must have shape (H, W) or (H, W, 3), got {plane.shape}")
     if kernel.ndim != 2:
         raise ValueError(f"kernel must be 2-D (kh, kw), got shape {kernel.shape}")
-    out = yield from deconvolve_steps(plane, kernel, method=method, device=device)
+    out = yield from deconvolve_steps(plane, kernel, method=method, weight=weight, device=device)
     return np.asarray(out, dtype=np.float32)
 
 

@@ -293,7 +293,7 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     if args.scheduler and args.stack_mode == "per-plane" and (args.warm_iterations or not args.warm_planes):
         # Each plane is its own Dask task there, so no plane can start from another.
         print("note: on Dask every plane runs from scratch; --warm-iterations and --no-warm-start do nothing")
-    files, problems, left_out = expand_inputs(args.inputs)
+    files, problems, left_out = expand_inputs(args.inputs, args.output_dir, ome_zarr=args.ome_zarr)
     if left_out:
         names = ", ".join(p.name for p in left_out[:3])
         names += f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""

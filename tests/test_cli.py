@@ -615,7 +615,7 @@ def _interrupt(tmp_path, rng, signum):
     out = tmp_path / "o"
     args = [*FAST[:2], "--iterations", "100000", *FAST[4:]]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_selfmsnet.batch.cli", "deblur", str(tmp_path / "s.tif"), "--output-dir", str(out),
+        [sys.executable, "-m", "napari_selfmsnet.batch.launch", "deblur", str(tmp_path / "s.tif"), "--output-dir", str(out),
          *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )  # fmt: skip

@@ -250,7 +250,8 @@ def _check_output_dir(parser: argparse.ArgumentParser, folder: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-selfmsnet`` console script; returns the exit status."""
+    """The ``napari-selfmsnet`` command (the console script runs it through :mod:`.launch`);
+    returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "scheduler", None) in (None, "local"):

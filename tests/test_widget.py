@@ -779,7 +779,8 @@ def test_progress_is_told_stage_by_stage_with_time_left():
     assert "estimating the time left" in progress.describe()
     feed("blind", 61, 120, 36.0)
     assert progress.describe().startswith("blind fit: iteration 61/120, loss 0.5 (36 s, about 6 s left")
-    assert feed("polish", 1, 10, 40.0) and progress.describe().startswith("polishing the kernel: round 1/10")
+    # The polish counts the rounds of all its starts (10 from each of two): steps, not rounds.
+    assert feed("polish", 1, 20, 40.0) and progress.describe().startswith("polishing the kernel: step 1/20")
     assert feed("deconvolve", 10, 200, 45.0) and progress.maximum == 200
     # A second blind run (the self-check doubted the first): a new bar from 0, named so.
     assert feed("blind", 1, 120, 50.0)

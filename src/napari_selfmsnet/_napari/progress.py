@@ -165,7 +165,9 @@ class RunProgress:
         segment, record = self.segment, self.record
         if segment is None or record is None:
             return f"starting... {format_seconds(self.elapsed())}"
-        unit = {"polish": "round", "planes": "plane", "deconvolve": "solver iteration"}.get(segment.stage, "iteration")
+        # A polish step is one round of one start; the polish counts the rounds of all its
+        # starts together (docs/usage.md), so calling its steps rounds would miscount them.
+        unit = {"polish": "step", "planes": "plane", "deconvolve": "solver iteration"}.get(segment.stage, "iteration")
         detail = f"{unit} {segment.step}/{segment.total}"
         if segment.stage in ("size", "blind") and record.loss is not None:
             detail += f", loss {record.loss:.4g}"

@@ -450,6 +450,13 @@ class TestInputsTheEngineNowTakesOrRefusesClearly:
         err = capsys.readouterr().err
         assert ("the file is empty" if not content else "the file is corrupt or not a PNG") in err
         assert "pip install" not in err
+        assert err.count(str(tmp_path / "x.png")) == 1, err  # the reader's message names it already
+
+    def test_a_reader_error_without_the_path_is_given_it(self, tmp_path, capsys):
+        (tmp_path / "x.tif").write_bytes(b"II*\x00 not a TIFF")
+        assert main(["deblur", str(tmp_path / "x.tif"), "--output-dir", str(tmp_path / "o"), *FAST]) == 1
+        err = capsys.readouterr().err
+        assert f"error: {tmp_path / 'x.tif'}: " in err and err.count(str(tmp_path / "x.tif")) == 1, err
 
     @pytest.mark.parametrize(("channels", "shape", "what"), [(4, (40, 40, 3), "RGBA"), (2, (40, 40), "grey and alpha")])
     def test_alpha_channel_is_left_out_with_a_warning(self, tmp_path, rng, capsys, channels, shape, what):

@@ -275,13 +275,12 @@ def _options(args: argparse.Namespace) -> RunOptions:
     )  # fmt: skip
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return (
-        text
-        if isinstance(error, (ValueError, TypeError, FileNotFoundError, ImportError, OSError))
-        else f"{type(error).__name__}: {text}"
-    )
+def _describe(error: BaseException, path: Path) -> str:
+    """``PATH: reason``, naming ``path`` once (the file readers' messages start with it)."""
+    text = (str(error) or type(error).__name__).removeprefix(f"{path}: ")
+    if not isinstance(error, (ValueError, TypeError, FileNotFoundError, ImportError, OSError)):
+        text = f"{type(error).__name__}: {text}"
+    return f"{path}: {text}"
 
 
 def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -325,7 +324,7 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
             for warning in outcome.warnings:
                 tqdm.write(f"warning: {outcome.job.input}: {warning}", file=sys.stderr)
         else:
-            tqdm.write(f"error: {outcome.job.input}: {_describe(outcome.error)}", file=sys.stderr)
+            tqdm.write(f"error: {_describe(outcome.error, outcome.job.input)}", file=sys.stderr)
 
     with StopRequest(raise_at_once=bool(args.scheduler)) as stop:
         try:

@@ -1043,13 +1043,23 @@ def test_menus_read_as_the_docs_say(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: "Blind deblur (Self-MSNet)" in viewer.window._wrapped_dock_widgets, timeout=30_000)
 
 
-def test_an_image_too_small_for_any_kernel_is_refused_before_starting(viewer_widget, rng, notifications):
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("self-msnet-s", "image 9x40 is too small to measure a kernel in: kernel 5x5"),  # no measure fits, a 3x3 would
+        ("self-msnet", "a 9x40 image is too small to measure a blur in, even with the smallest kernel, 3x3: "),
+    ],
+)
+def test_an_image_too_small_for_any_kernel_is_refused_before_starting(
+    viewer_widget, rng, notifications, method, expected
+):
     viewer, widget = viewer_widget
     viewer.add_image(_blurred(rng, (9, 40)), name="strip")
+    widget.method.value = method
     assert widget.auto_kernel_size.value is True
     assert widget.run() is None
     errors = _errors(notifications)
-    assert len(errors) == 1 and errors[0].startswith("image 9x40 is too small to measure a kernel in: kernel 5x5"), errors
+    assert len(errors) == 1 and errors[0].startswith(expected) and errors[0].count("too small") == 1, errors
     assert widget.status.value.startswith("error")
 
 

@@ -22,6 +22,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_selfmsnet._napari.layers import PlaneStack, describe_layer, shapes_region  # noqa: E402
+from napari_selfmsnet._napari.progress import STAGE_NOUNS  # noqa: E402
 from napari_selfmsnet.engine.records import STAGES, Progress  # noqa: E402
 
 PLUGIN = "napari-selfmsnet"
@@ -791,6 +792,7 @@ def test_progress_is_told_stage_by_stage_with_time_left():
 
     stack = RunProgress(stack=True, clock=lambda: now[0])
     assert stack.cancelling().startswith("cancelling... (before the first stage")
+    assert stack.cancelled() == "cancelled before the first stage"
     stack.update(Progress(stage="blind", step=3, total=10, plane=1, planes=5))
     assert stack.stage_label() == "plane 2/5: blind fit"
     assert stack.cancelling().startswith("cancelling... (plane 2/5: ending the blind fit with its estimate so far; ")
@@ -816,6 +818,19 @@ def test_the_first_record_of_every_stage_reaches_the_gui(monkeypatch):
     ]
     shown = [throttle(record) for record in records]
     assert [r is not None for r in shown] == [True, False, True, False, True, True]
+
+
+def test_a_cancelled_run_is_said_to_have_stopped_in_the_stage_cancel_was_pressed_in():
+    from napari_selfmsnet._napari.progress import RunProgress
+
+    progress = RunProgress(stack=False)
+    progress.update(Progress(stage="size", step=1, total=9))
+    progress.cancel()
+    # Each later stage still reports its first record before it ends.
+    for stage in ("polish", "deconvolve"):
+        progress.update(Progress(stage=stage, step=1, total=10))
+        progress.cancel()  # (the status line asks again at every record; the first press counts)
+    assert progress.cancelled() == "cancelled during the kernel-size probes"
 
 
 # -- cancel at every stage ----------------------------------------------------------------------
@@ -897,6 +912,7 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
         widget.region.value = viewer.add_shapes([_rectangle(10, 10, 58, 58)], shape_type="rectangle", name="roi")
         viewer.layers.selection.active = viewer.layers["x"]
 
+    kernel_size_before = widget.kernel_size.value
     worker = widget.run()
     # Listening from the start: the run may end while the test waits for the held record.
     finished = qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS)
@@ -932,7 +948,12 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
     assert wall < 30.0
     # "cancelling..." from the click until the run has stopped, then "cancelled".
     assert statuses and all(s.startswith("cancelling...") for s in statuses), statuses
-    assert widget.status.value.startswith("cancelled: best estimate so far added")
+    # The status names the stage the stop landed in, and no loss a stopped run has not got.
+    noun = STAGE_NOUNS[target]
+    assert widget.status.value.startswith(f"cancelled during the {noun}: best estimate so far added"), widget.status.value
+    assert "nan" not in widget.status.value
+    if stage == "size":  # no size was measured: none is claimed, nor shown in the kernel size control
+        assert "(measured)" not in widget.status.value and widget.kernel_size.value == kernel_size_before
     result = viewer.layers["x deblurred (cancelled)"]
     kernel = viewer.layers["x kernel (cancelled)"]
     assert result.metadata["cancelled"] is True and kernel.metadata["cancelled"] is True

@@ -90,6 +90,8 @@ class RunProgress:
         self.started = clock()
         self.segment: Segment | None = None
         self.record: Progress | None = None
+        #: The stage running when Cancel was pressed ("" before the first record), None until then.
+        self.cancelled_in: str | None = None
         self._blind_runs: dict[int | None, int] = {}
 
     def update(self, record: Progress) -> bool:
@@ -149,6 +151,18 @@ class RunProgress:
         if self.stack and record is not None and record.planes and segment is not None and segment.stage != "planes":
             return f"plane {(record.plane or 0) + 1}/{record.planes}: "
         return ""
+
+    def cancel(self) -> None:
+        """Cancel was pressed: note the stage it stops (the first press counts; the later stages
+        each report their first record before they end, so the running one by then is not it)."""
+        if self.cancelled_in is None:
+            self.cancelled_in = "" if self.segment is None else self.segment.stage
+
+    def cancelled(self) -> str:
+        """How the status line says where a cancelled run stopped: ``"cancelled during the polish"``."""
+        if not self.cancelled_in:
+            return "cancelled before the first stage"
+        return f"cancelled during the {STAGE_NOUNS[self.cancelled_in]}"
 
     def cancelling(self) -> str:
         """The status line once Cancel was pressed, until the run has stopped."""

@@ -1039,6 +1039,14 @@ def _menu_paths(viewer) -> list[str]:
     return found
 
 
+def test_the_dock_title_a_script_gets_is_the_one_the_docs_give(make_napari_viewer):
+    # napari names a dock opened by plugin name after the package, unlike the menus (display name).
+    viewer = make_napari_viewer()
+    dock, _ = viewer.window.add_plugin_dock_widget("napari-selfmsnet", "Blind deblur")
+    docs = (Path(__file__).parents[1] / "docs" / "usage.md").read_text(encoding="utf-8")
+    assert f"dock is titled **{dock.name}**" in docs, dock.name
+
+
 def test_menus_read_as_the_docs_say(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     paths = _menu_paths(viewer)

@@ -21,7 +21,7 @@ def _wait_until_torch_loads(pid: int) -> None:
         time.sleep(0.5)
         return
     deadline = time.monotonic() + 60
-    while "torch" not in maps.read_text(errors="replace") and time.monotonic() < deadline:
+    while "/torch/" not in maps.read_text(errors="replace") and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

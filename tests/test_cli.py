@@ -129,7 +129,8 @@ class TestInputsAndPlanning:
                 str(files / "*.png"),
                 str(files / "none*.tif"),
                 str(files / "gone.tif"),
-            ]
+            ],
+            files,
         )
         assert [f.name for f in found] == ["stack.tif", "colour.jpg", "grey.png"]  # no repeats
         assert problems == [f"{files / 'none*.tif'}: no such file matches", f"{files / 'gone.tif'}: no such file"]
@@ -449,6 +450,13 @@ class TestInputsTheEngineNowTakesOrRefusesClearly:
         err = capsys.readouterr().err
         assert ("the file is empty" if not content else "the file is corrupt or not a PNG") in err
         assert "pip install" not in err
+        assert err.count(str(tmp_path / "x.png")) == 1, err  # the reader's message names it already
+
+    def test_a_reader_error_without_the_path_is_given_it(self, tmp_path, capsys):
+        (tmp_path / "x.tif").write_bytes(b"II*\x00 not a TIFF")
+        assert main(["deblur", str(tmp_path / "x.tif"), "--output-dir", str(tmp_path / "o"), *FAST]) == 1
+        err = capsys.readouterr().err
+        assert f"error: {tmp_path / 'x.tif'}: " in err and err.count(str(tmp_path / "x.tif")) == 1, err
 
     @pytest.mark.parametrize(("channels", "shape", "what"), [(4, (40, 40, 3), "RGBA"), (2, (40, 40), "grey and alpha")])
     def test_alpha_channel_is_left_out_with_a_warning(self, tmp_path, rng, capsys, channels, shape, what):
@@ -507,17 +515,29 @@ class TestRerunIntoTheInputFolder:
         assert f"skipped {files / 'grey.png'}" in printed.out and counts(printed.out) == (2, 1, 0)
         assert not list(files.glob("*_deblurred_deblurred*")) and not list(files.glob("*kernel_deblurred*"))
 
+    def test_a_glob_the_shell_expanded_leaves_out_the_outputs_of_its_other_files(self, files, capsys):
+        # `deblur in/* --output-dir in` run twice: the shell names the first run's outputs.
+        assert main(["deblur", str(files / "grey.png"), "--output-dir", str(files), *FAST]) == 0
+        capsys.readouterr()
+        shell_expanded = sorted(str(p) for p in files.iterdir())
+        assert main(["deblur", *shell_expanded, "--output-dir", str(files), *FAST]) == 0
+        printed = capsys.readouterr()
+        note = "left out 3 file(s) that are this command's own outputs (grey.json, grey_deblurred.tif, grey_kernel.tif)"
+        assert note in printed.out and "error" not in printed.err
+        assert f"skipped {files / 'grey.png'}" in printed.out and counts(printed.out) == (2, 1, 0)
+        assert not list(files.glob("*_deblurred_deblurred*")) and not list(files.glob("*kernel_deblurred*"))
+
     def test_an_output_named_as_a_file_is_taken(self, files, tmp_path):
         # A file named on purpose is an input, even if it looks like an output.
         assert main(["deblur", str(files / "grey.png"), "--output-dir", str(files), *FAST]) == 0
-        found, _, left_out = expand_inputs([str(files / "grey_deblurred.tif"), str(files / "*.tif")])
+        found, _, left_out = expand_inputs([str(files / "grey_deblurred.tif"), str(files / "*.tif")], files)
         assert [f.name for f in found] == ["grey_deblurred.tif", "stack.tif"] and [f.name for f in left_out] == [
             "grey_kernel.tif"
         ]
 
     def test_partial_files_are_left_out(self, files):
         (files / "x_deblurred.partial.tif").write_bytes(b"")
-        found, _, left_out = expand_inputs([str(files)])
+        found, _, left_out = expand_inputs([str(files)], files)
         assert "x_deblurred.partial.tif" not in [f.name for f in found] and len(left_out) == 1
 
 
@@ -602,7 +622,7 @@ def _interrupt(tmp_path, rng, signum):
     out = tmp_path / "o"
     args = [*FAST[:2], "--iterations", "100000", *FAST[4:]]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_selfmsnet.batch.cli", "deblur", str(tmp_path / "s.tif"), "--output-dir", str(out),
+        [sys.executable, "-m", "napari_selfmsnet.batch.launch", "deblur", str(tmp_path / "s.tif"), "--output-dir", str(out),
          *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )  # fmt: skip

@@ -128,3 +128,17 @@ class TestSeed:
     def test_refused_with_the_range(self, seed, error):
         with pytest.raises(error, match="seed must be an int"):
             check_seed(seed)
+
+
+class TestImagesTooSmallForAnyKernel:
+    def test_auto_says_the_image_is_too_small_and_what_works(self, rng):
+        # kernel_size="auto" (the default): the user gave no size, so none is named as theirs.
+        with pytest.raises(ValueError, match="^a 20x20 image is too small to measure a blur in") as refused:
+            deblur(_texture(rng, (20, 20)), device="cpu")
+        message = str(refused.value)
+        assert "method='self-msnet-s', kernels up to 9" in message and "at least 24x24" in message
+        assert "is too large" not in message
+
+    def test_the_single_scale_method_names_its_own_smallest_image(self, rng):
+        with pytest.raises(ValueError, match="^a 5x40 image is too small .* use an image of at least 6x6$"):
+            deblur(_texture(rng, (5, 40)), **TINY)

@@ -31,6 +31,13 @@ def test_package_import_loads_no_gui_cluster_or_file_format():
     assert loaded.isdisjoint(GUI + CLUSTER + FILE_FORMATS), sorted(loaded & set(GUI + CLUSTER + FILE_FORMATS))
 
 
+@pytest.mark.parametrize("module", ["napari_selfmsnet", "napari_selfmsnet.batch.launch"])
+def test_package_and_launcher_load_no_torch_until_a_name_is_used(module):
+    # The console script's launcher must set its signal handlers before torch's seconds of loading.
+    assert "torch" not in _loaded_roots(f"import {module}")
+    assert "torch" in _loaded_roots("from napari_selfmsnet import deblur")
+
+
 def test_every_engine_module_loads_only_numpy_scipy_and_torch():
     code = (
         "import importlib, pkgutil\n"

@@ -22,6 +22,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_selfmsnet._napari.layers import PlaneStack, describe_layer, shapes_region  # noqa: E402
+from napari_selfmsnet._napari.progress import STAGE_NOUNS  # noqa: E402
 from napari_selfmsnet.engine.records import STAGES, Progress  # noqa: E402
 
 PLUGIN = "napari-selfmsnet"
@@ -779,7 +780,8 @@ def test_progress_is_told_stage_by_stage_with_time_left():
     assert "estimating the time left" in progress.describe()
     feed("blind", 61, 120, 36.0)
     assert progress.describe().startswith("blind fit: iteration 61/120, loss 0.5 (36 s, about 6 s left")
-    assert feed("polish", 1, 10, 40.0) and progress.describe().startswith("polishing the kernel: round 1/10")
+    # The polish counts the rounds of all its starts (10 from each of two): steps, not rounds.
+    assert feed("polish", 1, 20, 40.0) and progress.describe().startswith("polishing the kernel: step 1/20")
     assert feed("deconvolve", 10, 200, 45.0) and progress.maximum == 200
     # A second blind run (the self-check doubted the first): a new bar from 0, named so.
     assert feed("blind", 1, 120, 50.0)
@@ -790,6 +792,7 @@ def test_progress_is_told_stage_by_stage_with_time_left():
 
     stack = RunProgress(stack=True, clock=lambda: now[0])
     assert stack.cancelling().startswith("cancelling... (before the first stage")
+    assert stack.cancelled() == "cancelled before the first stage"
     stack.update(Progress(stage="blind", step=3, total=10, plane=1, planes=5))
     assert stack.stage_label() == "plane 2/5: blind fit"
     assert stack.cancelling().startswith("cancelling... (plane 2/5: ending the blind fit with its estimate so far; ")
@@ -815,6 +818,19 @@ def test_the_first_record_of_every_stage_reaches_the_gui(monkeypatch):
     ]
     shown = [throttle(record) for record in records]
     assert [r is not None for r in shown] == [True, False, True, False, True, True]
+
+
+def test_a_cancelled_run_is_said_to_have_stopped_in_the_stage_cancel_was_pressed_in():
+    from napari_selfmsnet._napari.progress import RunProgress
+
+    progress = RunProgress(stack=False)
+    progress.update(Progress(stage="size", step=1, total=9))
+    progress.cancel()
+    # Each later stage still reports its first record before it ends.
+    for stage in ("polish", "deconvolve"):
+        progress.update(Progress(stage=stage, step=1, total=10))
+        progress.cancel()  # (the status line asks again at every record; the first press counts)
+    assert progress.cancelled() == "cancelled during the kernel-size probes"
 
 
 # -- cancel at every stage ----------------------------------------------------------------------
@@ -896,6 +912,7 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
         widget.region.value = viewer.add_shapes([_rectangle(10, 10, 58, 58)], shape_type="rectangle", name="roi")
         viewer.layers.selection.active = viewer.layers["x"]
 
+    kernel_size_before = widget.kernel_size.value
     worker = widget.run()
     # Listening from the start: the run may end while the test waits for the held record.
     finished = qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS)
@@ -931,7 +948,12 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
     assert wall < 30.0
     # "cancelling..." from the click until the run has stopped, then "cancelled".
     assert statuses and all(s.startswith("cancelling...") for s in statuses), statuses
-    assert widget.status.value.startswith("cancelled: best estimate so far added")
+    # The status names the stage the stop landed in, and no loss a stopped run has not got.
+    noun = STAGE_NOUNS[target]
+    assert widget.status.value.startswith(f"cancelled during the {noun}: best estimate so far added"), widget.status.value
+    assert "nan" not in widget.status.value
+    if stage == "size":  # no size was measured: none is claimed, nor shown in the kernel size control
+        assert "(measured)" not in widget.status.value and widget.kernel_size.value == kernel_size_before
     result = viewer.layers["x deblurred (cancelled)"]
     kernel = viewer.layers["x kernel (cancelled)"]
     assert result.metadata["cancelled"] is True and kernel.metadata["cancelled"] is True
@@ -1017,6 +1039,14 @@ def _menu_paths(viewer) -> list[str]:
     return found
 
 
+def test_the_dock_title_a_script_gets_is_the_one_the_docs_give(make_napari_viewer):
+    # napari names a dock opened by plugin name after the package, unlike the menus (display name).
+    viewer = make_napari_viewer()
+    dock, _ = viewer.window.add_plugin_dock_widget("napari-selfmsnet", "Blind deblur")
+    docs = (Path(__file__).parents[1] / "docs" / "usage.md").read_text(encoding="utf-8")
+    assert f"dock is titled **{dock.name}**" in docs, dock.name
+
+
 def test_menus_read_as_the_docs_say(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     paths = _menu_paths(viewer)
@@ -1042,13 +1072,23 @@ def test_menus_read_as_the_docs_say(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: "Blind deblur (Self-MSNet)" in viewer.window._wrapped_dock_widgets, timeout=30_000)
 
 
-def test_an_image_too_small_for_any_kernel_is_refused_before_starting(viewer_widget, rng, notifications):
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("self-msnet-s", "image 9x40 is too small to measure a kernel in: kernel 5x5"),  # no measure fits, a 3x3 would
+        ("self-msnet", "a 9x40 image is too small to measure a blur in, even with the smallest kernel, 3x3: "),
+    ],
+)
+def test_an_image_too_small_for_any_kernel_is_refused_before_starting(
+    viewer_widget, rng, notifications, method, expected
+):
     viewer, widget = viewer_widget
     viewer.add_image(_blurred(rng, (9, 40)), name="strip")
+    widget.method.value = method
     assert widget.auto_kernel_size.value is True
     assert widget.run() is None
     errors = _errors(notifications)
-    assert len(errors) == 1 and errors[0].startswith("image 9x40 is too small to measure a kernel in: kernel 5x5"), errors
+    assert len(errors) == 1 and errors[0].startswith(expected) and errors[0].count("too small") == 1, errors
     assert widget.status.value.startswith("error")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..engine.config import METHOD_SCALES, PRESETS
 from ..engine.convolution import scale_geometry
 from ..engine.devices import progress_every_for, resolve_device
-from ..engine.inputs import check_kernel_size
+from ..engine.inputs import check_kernel_size, largest_kernel
 from ..engine.kernel_size import AUTO
 from ..engine.pipeline import deblur_steps
 from ..engine.records import DeblurResult, Progress, StackResult
@@ -205,8 +205,8 @@ def make_job(
     try:
         check_kernel_size(checked_size, source.spatial_shape, METHOD_SCALES[method])
     except ValueError as err:
-        if kernel_size != AUTO:
-            raise
+        if kernel_size != AUTO or largest_kernel(source.spatial_shape, METHOD_SCALES[method])[0] < 3:
+            raise  # a size given, or an image too small for any kernel: the engine's message says so
         h, w = source.spatial_shape
         raise ValueError(f"image {h}x{w} is too small to measure a kernel in: {err}") from None
     resolve_device(device)

@@ -90,6 +90,8 @@ class RunProgress:
         self.started = clock()
         self.segment: Segment | None = None
         self.record: Progress | None = None
+        #: The stage running when Cancel was pressed ("" before the first record), None until then.
+        self.cancelled_in: str | None = None
         self._blind_runs: dict[int | None, int] = {}
 
     def update(self, record: Progress) -> bool:
@@ -150,6 +152,18 @@ class RunProgress:
             return f"plane {(record.plane or 0) + 1}/{record.planes}: "
         return ""
 
+    def cancel(self) -> None:
+        """Cancel was pressed: note the stage it stops (the first press counts; the later stages
+        each report their first record before they end, so the running one by then is not it)."""
+        if self.cancelled_in is None:
+            self.cancelled_in = "" if self.segment is None else self.segment.stage
+
+    def cancelled(self) -> str:
+        """How the status line says where a cancelled run stopped: ``"cancelled during the polish"``."""
+        if not self.cancelled_in:
+            return "cancelled before the first stage"
+        return f"cancelled during the {STAGE_NOUNS[self.cancelled_in]}"
+
     def cancelling(self) -> str:
         """The status line once Cancel was pressed, until the run has stopped."""
         if self.segment is None:
@@ -165,7 +179,9 @@ class RunProgress:
         segment, record = self.segment, self.record
         if segment is None or record is None:
             return f"starting... {format_seconds(self.elapsed())}"
-        unit = {"polish": "round", "planes": "plane", "deconvolve": "solver iteration"}.get(segment.stage, "iteration")
+        # A polish step is one round of one start; the polish counts the rounds of all its
+        # starts together (docs/usage.md), so calling its steps rounds would miscount them.
+        unit = {"polish": "step", "planes": "plane", "deconvolve": "solver iteration"}.get(segment.stage, "iteration")
         detail = f"{unit} {segment.step}/{segment.total}"
         if segment.stage in ("size", "blind") and record.loss is not None:
             detail += f", loss {record.loss:.4g}"

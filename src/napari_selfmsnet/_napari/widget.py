@@ -162,6 +162,7 @@ class DeblurWidget(DeblurControls):
         if self._pbar is not None and self._pbar.is_canceled:
             self._cancel_requested = True  # the activity dock's cancel button
         if self._cancel_requested:
+            progress.cancel()
             self.status.value = progress.cancelling()
         else:
             self.status.value = progress.describe()
@@ -252,19 +253,26 @@ class DeblurWidget(DeblurControls):
             self._adding_layers = False
         size = meta["kernel_size"]
         size_text = f"{size} x {size}" if isinstance(size, int) else f"{size[0]} x {size[1]}"
-        if job.kernel_size == AUTO:
-            self._show_measured_size(size)
         source = _KERNEL_SIZE_SOURCES.get(meta["kernel_size_source"], meta["kernel_size_source"])
-        summary = (
-            f"{meta['elapsed_s']:.1f} s on {meta['device']}, kernel {size_text} px ({source}), "
-            f"final loss {meta['final_loss']:.4g}"
-        )
+        progress = self._progress
+        if outcome.cancelled and progress is not None:
+            progress.cancel()  # (in case the stop was seen by the worker before the status line)
+        if job.kernel_size == AUTO:
+            if progress is not None and progress.cancelled_in in ("", "size"):
+                # Stopped before the probes ended: the size is the support they had reached.
+                source = "the size probes' support when stopped, not a measure"
+            else:
+                self._show_measured_size(size)
+        summary = f"{meta['elapsed_s']:.1f} s on {meta['device']}, kernel {size_text} px ({source})"
+        if np.isfinite(meta["final_loss"]):  # (a run stopped before its blind fit has no loss)
+            summary += f", final loss {meta['final_loss']:.4g}"
         if outcome.warnings:
             summary += f"; {len(outcome.warnings)} warning{'s' if len(outcome.warnings) > 1 else ''}: " + " | ".join(
                 outcome.warnings
             )
         if outcome.cancelled:
-            self.status.value = f"cancelled: best estimate so far added ({summary})"
+            ended = progress.cancelled() if progress is not None else "cancelled"
+            self.status.value = f"{ended}: best estimate so far added ({summary})"
             show_info(f"Deblurring of {job.source.name!r} cancelled; the estimate so far was added")
         else:
             self.status.value = f"done: {summary}"

@@ -250,7 +250,8 @@ def _check_output_dir(parser: argparse.ArgumentParser, folder: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-selfmsnet`` console script; returns the exit status."""
+    """The ``napari-selfmsnet`` command (the console script runs it through :mod:`.launch`);
+    returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "scheduler", None) in (None, "local"):
@@ -274,13 +275,12 @@ def _options(args: argparse.Namespace) -> RunOptions:
     )  # fmt: skip
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return (
-        text
-        if isinstance(error, (ValueError, TypeError, FileNotFoundError, ImportError, OSError))
-        else f"{type(error).__name__}: {text}"
-    )
+def _describe(error: BaseException, path: Path) -> str:
+    """``PATH: reason``, naming ``path`` once (the file readers' messages start with it)."""
+    text = (str(error) or type(error).__name__).removeprefix(f"{path}: ")
+    if not isinstance(error, (ValueError, TypeError, FileNotFoundError, ImportError, OSError)):
+        text = f"{type(error).__name__}: {text}"
+    return f"{path}: {text}"
 
 
 def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -293,7 +293,7 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     if args.scheduler and args.stack_mode == "per-plane" and (args.warm_iterations or not args.warm_planes):
         # Each plane is its own Dask task there, so no plane can start from another.
         print("note: on Dask every plane runs from scratch; --warm-iterations and --no-warm-start do nothing")
-    files, problems, left_out = expand_inputs(args.inputs)
+    files, problems, left_out = expand_inputs(args.inputs, args.output_dir, ome_zarr=args.ome_zarr)
     if left_out:
         names = ", ".join(p.name for p in left_out[:3])
         names += f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
@@ -324,7 +324,7 @@ def run_deblur(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
             for warning in outcome.warnings:
                 tqdm.write(f"warning: {outcome.job.input}: {warning}", file=sys.stderr)
         else:
-            tqdm.write(f"error: {outcome.job.input}: {_describe(outcome.error)}", file=sys.stderr)
+            tqdm.write(f"error: {_describe(outcome.error, outcome.job.input)}", file=sys.stderr)
 
     with StopRequest(raise_at_once=bool(args.scheduler)) as stop:
         try:

@@ -122,49 +122,71 @@ def is_own_output(path: Path) -> bool:
     return bool(match) and (path.parent / f"{match['stem']}.json").is_file()
 
 
-def expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[str], list[Path]]:
+def expand_inputs(
+    patterns: Sequence[str], output_dir: Path, *, ome_zarr: bool = False
+) -> tuple[list[Path], list[str], list[Path]]:
     """Files from files, folders (their images, not recursive) and glob patterns.
 
-    Folders and patterns leave out this command's own outputs (:func:`is_own_output`); a file
-    named as such is taken as it is.
+    Folders and patterns leave out this command's own outputs (:func:`is_own_output`). A file
+    or folder named as such is left out too when it is an output this command wrote in
+    ``output_dir`` for another input given (that input's report is there), so a glob the
+    shell expanded acts as a quoted one; any other file named is taken as it is.
 
     Returns
     -------
     (files, problems, left_out)
         Files in the order given, without repeats; a message for every pattern that names
-        nothing usable; the outputs of earlier runs that folders and patterns left out.
+        nothing usable; the outputs of earlier runs that were left out.
     """
+    expanded = [(pattern, *_expand(pattern)) for pattern in patterns]
+    outputs = _finished_outputs([f for _, found, _, _ in expanded for f in found], output_dir, ome_zarr)
     files: list[Path] = []
     problems: list[str] = []
     left_out: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in io.IMAGE_SUFFIXES)
-            found = [p for p in images if not is_own_output(p)]
-            left_out += [p for p in images if is_own_output(p)]
-            if not found:
-                problems.append(
-                    f"{pattern}: the folder holds no {'/'.join(io.IMAGE_SUFFIXES)} file"
-                    + (" other than this command's outputs" if images else "")
-                )
-        elif path.is_file():
-            found = [path]
-        else:
-            matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
-            images = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in io.IMAGE_SUFFIXES]
-            found = [p for p in images if not is_own_output(p)]
-            left_out += [p for p in images if is_own_output(p)]
-            if not found:
-                problems.append(
-                    f"{pattern}: no such file"
-                    + (" matches" if matches or glob.has_magic(pattern) else "")
-                    + (" but this command's outputs" if images else "")
-                )
+    for pattern, found, problem, own in expanded:
+        if Path(pattern).exists() and Path(pattern).resolve() in outputs:
+            left_out.append(Path(pattern))
+            continue
+        problems += problem
+        left_out += own
         for f in found:
             if f.resolve() not in {g.resolve() for g in files}:
                 files.append(f)
     return files, problems, [p for p in dict.fromkeys(left_out) if p.resolve() not in {f.resolve() for f in files}]
+
+
+def _expand(pattern: str) -> tuple[list[Path], list[str], list[Path]]:
+    """One pattern's files, its problem (if it names nothing usable) and the own outputs it left out."""
+    path = Path(pattern)
+    if path.is_file():
+        return [path], [], []
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in io.IMAGE_SUFFIXES)
+        found = [p for p in images if not is_own_output(p)]
+        other = " other than this command's outputs" if images else ""
+        problem = f"{pattern}: the folder holds no {'/'.join(io.IMAGE_SUFFIXES)} file{other}"
+    else:
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
+        images = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in io.IMAGE_SUFFIXES]
+        found = [p for p in images if not is_own_output(p)]
+        problem = (
+            f"{pattern}: no such file"
+            + (" matches" if matches or glob.has_magic(pattern) else "")
+            + (" but this command's outputs" if images else "")
+        )
+    return found, [] if found else [problem], [p for p in images if is_own_output(p)]
+
+
+def _finished_outputs(sources: Sequence[Path], output_dir: Path, ome_zarr: bool) -> set[Path]:
+    """Every output (resolved) this command wrote in ``output_dir`` for an image file among
+    ``sources``: all output names of each one whose report, written last, marks it finished
+    there. (No image file is an output of itself: its outputs carry suffixes to its stem.)"""
+    outputs: set[Path] = set()
+    for source in sources:
+        paths = io.output_paths(output_dir, file_stem(source), ome_zarr=ome_zarr)
+        if source.suffix.lower() in io.IMAGE_SUFFIXES and paths["report"].is_file():
+            outputs.update(p.resolve() for p in paths.values())
+    return outputs
 
 
 def file_stem(path: Path) -> str:

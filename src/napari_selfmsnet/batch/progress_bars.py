@@ -36,14 +36,17 @@ class StageBar:
 
     def __call__(self, progress: Progress) -> None:
         where = (progress.stage, progress.plane)
+        plane = f"plane {progress.plane + 1}/{progress.planes} " if progress.planes else ""
+        self.bar.set_description(f"{self.label}{': ' if self.label else ''}{plane}{progress.stage}", refresh=False)
         if where != self._current or self.bar.total != progress.total:
-            # A new stage (or plane): the bar, its rate and its ETA start again.
+            # A new stage (or plane): the bar, its rate and its ETA start again. The earlier
+            # stage's loss goes (a later stage may report none); the description is already the
+            # new stage's, as reset() draws the bar at once.
+            self.bar.set_postfix_str("", refresh=False)
             self.bar.reset(total=progress.total)
             self._current = where
             if not self.stages or self.stages[-1] != progress.stage:
                 self.stages.append(progress.stage)
-        plane = f"plane {progress.plane + 1}/{progress.planes} " if progress.planes else ""
-        self.bar.set_description(f"{self.label}{': ' if self.label else ''}{plane}{progress.stage}", refresh=False)
         if progress.loss is not None:
             self.bar.set_postfix(loss=f"{progress.loss:.4g}", refresh=False)
         self.bar.update(max(0, min(progress.step, progress.total) - self.bar.n))

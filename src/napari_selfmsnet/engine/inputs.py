@@ -149,11 +149,17 @@ def check_kernel_size(
         remedies = [f"kernel_size={largest} or smaller"] if largest >= 3 else []
         if single > max(largest, 1) and tuple(scales) != (1.0,):
             remedies.append(f"the single-scale method (method='self-msnet-s', kernels up to {single})")
-        advice = f"use {' or '.join(remedies)}" if remedies else "the image is too small to deblur"
+        problem = f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image"
+        if largest < 3:
+            # Not even the smallest kernel fits (kernel_size="auto" checks that one): no size is to blame.
+            side = 2 * 3
+            while not _fits((3, 3), (side, side), scales):
+                side += 1
+            remedies.append(f"an image of at least {side}x{side}")
+            problem = f"a {h}x{w} image is too small to measure a blur in, even with the smallest kernel, 3x3"
         raise ValueError(
-            f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image: the image must be at least twice the "
-            f"kernel in each direction, and hold it at every scale of the method ({', '.join(f'{s:g}' for s in scales)}); "
-            f"{advice}"
+            f"{problem}: the image must be at least twice the kernel in each direction, and hold it at every scale "
+            f"of the method ({', '.join(f'{s:g}' for s in scales)}); use {' or '.join(remedies)}"
         )
     return size
 

@@ -272,3 +272,31 @@ def test_a_kernel_the_starts_disagree_on_is_deconvolved_again_with_a_stronger_pr
         replace(config, cautious_factor=0.5)
     with pytest.raises(ValueError, match="cautious_agreement"):
         replace(config, cautious_agreement=1.5)
+
+
+def test_a_round_kernel_is_kept_unpolished_only_where_its_polish_fits_the_noise():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(6)
+    true = motion_kernel(9, rng=7)
+    blurred = (blur_valid(phantom((88, 88), rng), true) + rng.normal(0, 0.01, (80, 80))).astype(np.float32)
+    wide = gaussian_filter(true, 1.0).astype(np.float32)  # a blind stage's round, widened estimate
+    wide /= wide.sum()
+    base = replace(PRESETS["fast"], polish_rounds=4)
+    cpu = torch.device("cpu")
+
+    def finished(overfit_residual):
+        config = replace(base, overfit_residual=overfit_residual)
+        return drain(finish_steps(blurred, blurred, [wide], config, cpu, noise_sigma=0.01, as_estimated=True))
+
+    # No polished kernel fits the noise that closely: the correlation alone decides, the polish
+    # wins, and the kernel is not taken for a smooth PSF (the final weight's factor applies).
+    judged = finished(0.0)
+    assert judged.start == 0 and not judged.smooth_psf
+    # Where the polish is taken to have fitted the noise, the kernel as estimated (above the
+    # floor) is preferred, and it is deconvolved at the law's weight.
+    preferred = finished(10.0)
+    assert preferred.start == 1 and preferred.smooth_psf
+    assert preferred.checked_correlation > judged.checked_correlation
+    assert preferred.residual >= base.residual_floor
+    assert judged.weight > preferred.weight

@@ -83,8 +83,10 @@ class SolverConfig:
         kernel and the next coarser one's (resampled) are at least ``scale_agreement``
         similar and the finest one is round (:func:`.selfcheck.radial_symmetry` at least
         ``smooth_symmetry``: a smooth PSF, not a motion trail), both are also checked
-        unpolished, beside their polish, and one whose misfit stays above ``residual_floor``
-        is preferred (smooth blurs, which the polish narrows; above 1: never); ``headroom``: the
+        unpolished, beside their polish; ``overfit_residual``: when a polished one's misfit
+        then falls below this share of the noise variance (the polish narrowed a smooth blur
+        until the estimate fits the noise), one whose misfit stays above ``residual_floor``
+        is preferred (smooth blurs; ``scale_agreement`` above 1: never); ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
@@ -140,6 +142,7 @@ class SolverConfig:
     final_noise_factor: float = 2.0
     cautious_agreement: float = 0.4
     cautious_factor: float = 4.0
+    overfit_residual: float = 0.6
     scale_agreement: float = 0.8
     smooth_symmetry: float = 0.9
     seeds: int = 1

@@ -169,8 +169,8 @@ class Finish:
     ``agreement``: its similarity to the most alike kernel polished from another start (None
     with one start); ``weight``: the sparse prior's weight of the final deconvolution;
     ``stopped``: a stop request ended one of the stages early; ``smooth_psf``: the caller
-    took the blur for a smooth PSF (``as_estimated``), so the last deconvolution kept the law's
-    weight; ``cautious``: the image was deconvolved again at a stronger weight because the
+    took the blur for a smooth PSF (``as_estimated``) and a kernel as estimated was kept, so
+    the last deconvolution kept the law's weight; ``cautious``: the image was deconvolved again at a stronger weight because the
     kernels of different starts disagree (:func:`cautious_steps`).
     """
 
@@ -245,10 +245,11 @@ def finish_steps(
     to image. The whole ``frame`` is then deconvolved with it (unless the window is the frame,
     whose deconvolution that already was), at the weight the noise calls for
     (:meth:`SolverConfig.deconvolution_weight_for`). With ``as_estimated`` (the caller's sign
-    that the starts agree), every start is also checked as it is, unpolished, and a kernel
-    whose misfit stays above ``config.residual_floor`` is preferred: the polish, an alternating
-    MAP, narrows smooth blurs (a Gaussian or defocus PSF) even when it starts from the true one,
-    while a blind run on such a blur is often right already.
+    that the starts agree), every start is also checked as it is, unpolished, and where a
+    polished kernel lets the estimate fit the noise (misfit below ``config.overfit_residual``)
+    a kernel whose misfit stays above ``config.residual_floor`` is preferred: the polish, an
+    alternating MAP, narrows smooth blurs (a Gaussian or defocus PSF) even when it starts from
+    the true one, while a blind run on such a blur is often right already.
 
     ``window`` and ``frame`` are in normalised units (``window`` is the part of ``frame`` the
     blind fit saw, or all of it); ``noise_sigma`` is their noise in the same units and
@@ -294,12 +295,18 @@ def finish_steps(
         if stopped:
             break
     # Where the scales agreed (as_estimated), the polish's way of failing is known: it narrows
-    # a smooth blur until the estimate explains the input closer than its noise allows. A kernel
-    # that stays above the floor is then preferred whatever its correlation. Elsewhere (motion
-    # blur, where the polish is what makes the kernel sharp) the correlation alone decides.
-    floor = config.residual_floor if as_estimated and noise_sigma > 0 else 0.0
+    # a smooth blur until the estimate explains the input far closer than its noise allows.
+    # Where a polished kernel shows it, a kernel that stays above the floor is preferred
+    # whatever its correlation. A compact motion blur also passes the gate, but its polish
+    # fits only as closely as a motion blur's does and sharpens a kernel the blind stage left
+    # round; there, as elsewhere, the correlation alone decides.
+    # (With no polish rounds every candidate is a kernel as estimated.)
+    overfit = not rounds or any(c.residual < config.overfit_residual for c in candidates[: len(polished)])
+    floor = config.residual_floor if as_estimated and overfit and noise_sigma > 0 else 0.0
     best = min(range(len(candidates)), key=lambda i: (candidates[i].residual < floor, candidates[i].correlation))
     correlation, residual, kernel, latent, origin = candidates[best]
+    # The blur is taken for a smooth PSF when a kernel as estimated (unpolished) was kept.
+    smooth_psf = as_estimated and (not rounds or best >= len(polished))
     # The raise below changes the misfit for the image's sake; kernels are compared at one weight.
     checked_residual, checked_correlation = residual, correlation
     # Agreement is between different starts: a kernel and its own polish say nothing new.
@@ -319,10 +326,10 @@ def finish_steps(
             raise_by, latent, residual, correlation = found
     frame_sigma = _relative(noise_sigma, frame)
     raised = config.deconvolution_weight_for(frame_sigma) * raise_by
-    # A smooth PSF found alike at two scales is taken for the blur itself (the law was fitted on
-    # true kernels); a motion trail polished from noisy data carries an error the prior absorbs.
+    # A smooth PSF kept as estimated is taken for the blur itself (the law was fitted on true
+    # kernels); a kernel polished from noisy data carries an error the prior absorbs.
     # The generator's own output (final="generator") takes no deconvolution of ours.
-    stronger = config.final == "nonblind" and not as_estimated
+    stronger = config.final == "nonblind" and not smooth_psf
     factor = config.final_noise_factor if stronger else 1.0
     weight = max(raised, config.deconvolution_weight_for(frame_sigma, factor))
     if whole and (weight == raised or stopped):
@@ -342,7 +349,7 @@ def finish_steps(
     return Finish(
         kernel=kernel, image=image, start=best, checked_residual=checked_residual,
         checked_correlation=checked_correlation, residual=residual, residual_correlation=correlation,
-        agreement=max(others) if others else None, weight=weight, stopped=stopped, smooth_psf=as_estimated,
+        agreement=max(others) if others else None, weight=weight, stopped=stopped, smooth_psf=smooth_psf,
     )  # fmt: skip
 
 

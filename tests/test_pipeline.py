@@ -182,3 +182,11 @@ def test_kernels_the_starts_disagree_on_take_the_cautious_prior(blurred):
     # The re-solve comes last, at the end of the bar.
     last = [r for r in records if r.stage == "deconvolve"][-10:]
     assert all(r.step == r.total for r in last)
+
+
+def test_a_stop_during_the_size_probes_says_the_size_was_not_measured(blurred):
+    result, records = _run(deblur_steps(blurred, "auto", **TINY), stop_at=("size", 10))
+    assert result.cancelled and records[-1].stage != "blind"
+    assert result.params["kernel_size_source"] == "probe stopped"
+    finished = deblur(blurred, "auto", **TINY)
+    assert finished.params["kernel_size_source"] == "measured"

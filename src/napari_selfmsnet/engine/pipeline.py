@@ -261,6 +261,8 @@ def _run(
         kernel_shape = sized.shape
         window = resolve_region(region_asked, unit, kernel_shape)
         params.update(kernel_size=list(kernel_shape), kernel_size_measure=sized.to_dict(), region=window.to_list())
+        if cancelled:  # the probe's support when it stopped, not a measure of the blur
+            params.update(kernel_size_source="probe stopped")
     unit_window = unit[window.slices]
     observation = torch.from_numpy(to_channels_first(unit_window))[None].to(device)
     whole_frame = unit_window.shape[:2] == unit.shape[:2]

@@ -46,6 +46,19 @@ def parse_config_changes(text: str) -> dict:
     return changes
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a run shared by the noisy-data benchmarks: ``--preset``, ``--set`` (read
+    back merged by :func:`config_of`), ``--device``, ``--seed``, ``--threads``."""
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--set", dest="changes", type=parse_config_changes, action="append", default=[], metavar="FIELD=VALUE",
+        help="change SolverConfig fields of the preset (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="the runs' seed (default: 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
 def config_of(args: argparse.Namespace) -> SolverConfig:
     """``args.preset``'s SolverConfig, with ``args.method``'s scales (where the script has a
     ``--method``) and the ``--set`` changes (``args.changes``) applied."""

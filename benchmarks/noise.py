@@ -37,16 +37,16 @@ import numpy as np
 import torch
 from _common import (
     DATA_ROOT,
+    add_run_options,
     config_of,
     machine_info,
     mean,
     noise_scores,
-    parse_config_changes,
     write_json,
     write_text,
 )
 
-from napari_selfmsnet import PRESETS, deblur
+from napari_selfmsnet import deblur
 from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.engine.intensity import IntensityMap
 from napari_selfmsnet.engine.nonblind import deconvolve
@@ -73,14 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kernel-size", default="true", choices=("true", "auto"),
         help="give each run the true kernel's size (the literature's setting, default) or let it measure it",
     )  # fmt: skip
-    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    parser.add_argument(
-        "--set", dest="changes", type=parse_config_changes, action="append", default=[], metavar="FIELD=VALUE",
-        help="change SolverConfig fields of the preset (repeatable)",
-    )  # fmt: skip
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0, help="the runs' seed (default: 0)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_run_options(parser)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--resume", action="store_true", help="keep the cases already in --out and skip them")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import config_of, machine_info, mean, noise_scores, parse_config_changes, write_json
+from _common import add_run_options, config_of, machine_info, mean, noise_scores, write_json
 from noise import MICRO_KINDS, micro_kernel
 
-from napari_selfmsnet import PRESETS, deblur_stack
+from napari_selfmsnet import deblur_stack
 from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.engine.stack_plan import deconvolve_plane, plane_weight
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
@@ -39,14 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kinds", nargs="+", default=list(MICRO_KINDS), choices=MICRO_KINDS, help="PSFs")
     parser.add_argument("--planes", type=int, default=4, help="planes per stack (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="side of each plane (default: %(default)s)")
-    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    parser.add_argument(
-        "--set", dest="changes", type=parse_config_changes, action="append", default=[], metavar="FIELD=VALUE",
-        help="change SolverConfig fields of the preset (repeatable)",
-    )  # fmt: skip
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_run_options(parser)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.changes = {k: v for change in args.changes for k, v in change.items()}

@@ -139,6 +139,10 @@ class TestImagesTooSmallForAnyKernel:
         assert "method='self-msnet-s', kernels up to 9" in message and "at least 24x24" in message
         assert "is too large" not in message
 
+    def test_a_size_given_is_named_as_too_large_not_as_measured(self, rng):
+        with pytest.raises(ValueError, match="^kernel 7x7 is too large for a 20x20 image, and so is even the smallest"):
+            deblur(_texture(rng, (20, 20)), 7, device="cpu")
+
     def test_the_single_scale_method_names_its_own_smallest_image(self, rng):
         with pytest.raises(ValueError, match="^a 5x40 image is too small .* use an image of at least 6x6$"):
             deblur(_texture(rng, (5, 40)), **TINY)

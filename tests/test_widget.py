@@ -958,6 +958,7 @@ def test_cancel_at_each_stage_stops_within_two_seconds(
     assert "nan" not in widget.status.value
     if stage == "size":  # no size was measured: none is claimed, nor shown in the kernel size control
         assert "(measured)" not in widget.status.value and widget.kernel_size.value == kernel_size_before
+        assert viewer.layers["x deblurred (cancelled)"].metadata["kernel_size_source"] == "probe stopped"
     result = viewer.layers["x deblurred (cancelled)"]
     kernel = viewer.layers["x kernel (cancelled)"]
     assert result.metadata["cancelled"] is True and kernel.metadata["cancelled"] is True

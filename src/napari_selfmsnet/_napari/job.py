@@ -125,7 +125,7 @@ class DeblurJob:
             "method": self.method,
             "preset": self.preset,
             "iterations": self.full_iterations,
-            **self._kernel_size_metadata(kernel_shape),
+            **self._kernel_size_metadata(kernel_shape, _engine_size_source(result.params)),
             # As asked for; the rectangle each blind run used is params["region"] (per plane:
             # params["plane_params"][i]["region"]), which "auto" resolves.
             "region": list(self.region) if isinstance(self.region, tuple) else self.region,
@@ -149,13 +149,16 @@ class DeblurJob:
             warnings=warnings,
         )
 
-    def _kernel_size_metadata(self, kernel_shape: tuple[int, int]) -> dict[str, Any]:
-        """The kernel size used (pixels, and world units when the layer has them), and where it came from."""
+    def _kernel_size_metadata(self, kernel_shape: tuple[int, int], engine_source: str | None) -> dict[str, Any]:
+        """The kernel size used (pixels, and world units when the layer has them), and where it
+        came from (for ``"auto"``, the engine's word: ``"probe stopped"`` when Cancel came
+        during the size probes)."""
         kh, kw = kernel_shape
+        measured = engine_source if engine_source == "probe stopped" else "measured"
         meta: dict[str, Any] = {
             "kernel_size": kh if kh == kw else [kh, kw],
             "kernel_size_requested": self.kernel_size,
-            "kernel_size_source": "measured" if self.kernel_size == AUTO else self.kernel_size_source,
+            "kernel_size_source": measured if self.kernel_size == AUTO else self.kernel_size_source,
         }
         pixel = physical_pixel(self.source)
         if pixel is not None:
@@ -203,7 +206,7 @@ def make_job(
     # scale of the method.
     checked_size = _SMALLEST_KERNEL if kernel_size == AUTO else kernel_size
     try:
-        check_kernel_size(checked_size, source.spatial_shape, METHOD_SCALES[method])
+        check_kernel_size(checked_size, source.spatial_shape, METHOD_SCALES[method], measuring=kernel_size == AUTO)
     except ValueError as err:
         if kernel_size != AUTO or largest_kernel(source.spatial_shape, METHOD_SCALES[method])[0] < 3:
             raise  # a size given, or an image too small for any kernel: the engine's message says so
@@ -282,3 +285,11 @@ class JobOutcome:
     error: str | None = None
     #: What the engine's self-check doubted about the result (``DeblurResult.warnings``).
     warnings: list[str] = field(default_factory=list)
+
+
+def _engine_size_source(params: dict[str, Any]) -> str | None:
+    """``kernel_size_source`` as the engine recorded it: the run's, or a stack's first blind run's."""
+    if "kernel_size_source" in params:
+        return params["kernel_size_source"]
+    runs = [p for p in params.get("plane_params") or [] if p]
+    return runs[0].get("kernel_size_source") if runs else None

@@ -118,12 +118,14 @@ def check_seed(seed: object) -> int:
 
 
 def check_kernel_size(
-    kernel_size: object, image_shape: tuple[int, int], scales: tuple[float, ...] = (1.0,)
+    kernel_size: object, image_shape: tuple[int, int], scales: tuple[float, ...] = (1.0,), *, measuring: bool = False
 ) -> tuple[int, int]:
     """An odd ``int`` or ``(kh, kw)`` pair that fits the image; returns ``(kh, kw)``.
 
     It fits when the image is at least twice the kernel in each direction and, at every scale
     of the method's pyramid (``scales``), the scaled image still holds the scaled kernel.
+    ``measuring``: the size is still to be measured (``kernel_size`` is then the smallest one
+    a measure can give), so a refusal blames the image, not a size the user never gave.
     """
     if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
         size = (int(kernel_size), int(kernel_size))
@@ -151,12 +153,15 @@ def check_kernel_size(
             remedies.append(f"the single-scale method (method='self-msnet-s', kernels up to {single})")
         problem = f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image"
         if largest < 3:
-            # Not even the smallest kernel fits (kernel_size="auto" checks that one): no size is to blame.
+            # Not even the smallest kernel fits: no size is to blame.
             side = 2 * 3
             while not _fits((3, 3), (side, side), scales):
                 side += 1
             remedies.append(f"an image of at least {side}x{side}")
-            problem = f"a {h}x{w} image is too small to measure a blur in, even with the smallest kernel, 3x3"
+            if measuring:
+                problem = f"a {h}x{w} image is too small to measure a blur in, even with the smallest kernel, 3x3"
+            else:
+                problem += ", and so is even the smallest kernel, 3x3"
         raise ValueError(
             f"{problem}: the image must be at least twice the kernel in each direction, and hold it at every scale "
             f"of the method ({', '.join(f'{s:g}' for s in scales)}); use {' or '.join(remedies)}"

@@ -189,7 +189,7 @@ def deblur_steps(
         kernel_size = tuple(warm_start.params["kernel_size"])  # the previous plane's measure
     if isinstance(kernel_size, str) and kernel_size == AUTO:
         kernel_shape = None  # measured by the "size" stage
-        check_kernel_size(3, array.shape[:2], config.scales)  # the smallest must fit: checked now
+        check_kernel_size(3, array.shape[:2], config.scales, measuring=True)  # the smallest must fit: checked now
     else:
         kernel_shape = check_kernel_size(kernel_size, array.shape[:2], config.scales)
     seed = check_seed(seed)

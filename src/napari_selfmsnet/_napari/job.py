@@ -149,7 +149,9 @@ class DeblurJob:
             warnings=warnings,
         )
 
-    def _kernel_size_metadata(self, kernel_shape: tuple[int, int], engine_source: str | None) -> dict[str, Any]:
+    def _kernel_size_metadata(
+        self, kernel_shape: tuple[int, int], engine_source: str | None = None
+    ) -> dict[str, Any]:
         """The kernel size used (pixels, and world units when the layer has them), and where it
         came from (for ``"auto"``, the engine's word: ``"probe stopped"`` when Cancel came
         during the size probes)."""

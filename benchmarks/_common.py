@@ -22,6 +22,7 @@ import torch
 
 from napari_selfmsnet import PRESETS, SolverConfig, io
 from napari_selfmsnet.engine.config import resolve_config
+from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.engine.intensity import IntensityMap
 from napari_selfmsnet.engine.noise import estimate_noise
 from napari_selfmsnet.engine.polish import cautious_steps, finish_steps
@@ -57,6 +58,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0, help="the runs' seed (default: 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def run_setup(args: argparse.Namespace) -> tuple[torch.device, SolverConfig | str]:
+    """What :func:`add_run_options` asked for: torch's threads set, the device resolved, and the
+    preset to hand to ``deblur`` (its name, or a SolverConfig with the ``--set`` changes)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return resolve_device(args.device), config_of(args) if args.changes else args.preset
 
 
 def config_of(args: argparse.Namespace) -> SolverConfig:

@@ -34,20 +34,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from _common import (
     DATA_ROOT,
     add_run_options,
-    config_of,
     machine_info,
     mean,
     noise_scores,
+    run_setup,
     write_json,
     write_text,
 )
 
 from napari_selfmsnet import deblur
-from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.engine.intensity import IntensityMap
 from napari_selfmsnet.engine.nonblind import deconvolve
 from napari_selfmsnet.evaluation.levin import list_levin_cases, load_levin_case, synthetic_blur
@@ -209,10 +207,7 @@ def markdown(payload: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    preset = config_of(args) if args.changes else args.preset
+    device, preset = run_setup(args)
     payload = {
         "benchmark": "noise",
         "run": {"preset": args.preset, "changes": args.changes, "seed": args.seed, "suite": args.suite,

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import add_run_options, config_of, machine_info, mean, noise_scores, write_json
+from _common import add_run_options, machine_info, mean, noise_scores, run_setup, write_json
 from noise import MICRO_KINDS, micro_kernel
 
 from napari_selfmsnet import deblur_stack
-from napari_selfmsnet.engine.devices import resolve_device
 from napari_selfmsnet.engine.stack_plan import deconvolve_plane, plane_weight
 from napari_selfmsnet.evaluation.metrics import kernel_similarity
 from napari_selfmsnet.evaluation.synth import make_case
@@ -83,10 +82,7 @@ def run_stack(kind: str, photons: float, args: argparse.Namespace, preset, devic
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    preset = config_of(args) if args.changes else args.preset
+    device, preset = run_setup(args)
     payload = {"benchmark": "stack_noise", "run": vars(args) | {"out": str(args.out)}, "machine": machine_info(device)}
     payload["stacks"] = []
     for photons in args.photons:

@@ -230,6 +230,14 @@ class SolverConfig:
         ``noise_factor=final_noise_factor``)."""
         return max(self.deconvolution_weight, noise_factor * self.noise_weight(sigma))
 
+    def final_noise_factor_for(self, smooth_psf: bool) -> float:
+        """The ``noise_factor`` of the last deconvolution: ``final_noise_factor`` for a kernel
+        of ours with ``final="nonblind"`` (a kernel polished from noisy data carries an error
+        the prior absorbs), 1 for a smooth PSF kept as estimated (taken for the blur itself:
+        the law was fitted on true kernels) or with ``final="generator"`` (the network's image
+        is the result)."""
+        return self.final_noise_factor if self.final == "nonblind" and not smooth_psf else 1.0
+
     def to_dict(self) -> dict:
         return asdict(self)
 

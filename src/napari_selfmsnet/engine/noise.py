@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["NoiseModel", "estimate_noise"]
+__all__ = ["NoiseModel", "estimate_noise", "relative_noise"]
 
 # A separable second difference, normalised so that white noise of variance s^2 gives a
 # residual of variance s^2; constant and linear ramps give zero.
@@ -71,6 +71,17 @@ class NoiseModel:
     def to_dict(self) -> dict[str, float | str]:
         """JSON-friendly summary (for ``result.params["noise"]``)."""
         return {"model": self.model, "sigma": self.sigma, "gain": self.gain, "intercept": self.intercept}
+
+
+def relative_noise(sigma: float, image: np.ndarray) -> float:
+    """``sigma`` as a share of ``image``'s range (``sigma`` itself for a flat image).
+
+    The non-blind solver maps its input to [0, 1], so its weights follow the noise in those
+    units: a window of a frame has a smaller range than the frame, and each plane of a stack
+    its own.
+    """
+    span = float(np.ptp(image))
+    return sigma / span if span > 0 else sigma
 
 
 def _samples(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

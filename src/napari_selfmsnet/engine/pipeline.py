@@ -42,7 +42,7 @@ from .inputs import (
 from .intensity import IntensityMap
 from .kernel_size import AUTO, kernel_size_steps
 from .kernel_step import delta_kernel, gray_noise_factor
-from .noise import NoiseModel, estimate_noise
+from .noise import NoiseModel, estimate_noise, relative_noise
 from .optimizer import OptimizerState, optimize
 from .polish import Finish, cautious_steps, finish_steps
 from .records import DeblurResult, Progress
@@ -351,7 +351,7 @@ def _run(
         noise_sigma=noise,
     )
     params.update(
-        noise={**noise_model.to_dict(), "sigma_normalised": noise, "relative": _share_of_range(noise, unit)},
+        noise={**noise_model.to_dict(), "sigma_normalised": noise, "relative": relative_noise(noise, unit)},
         deconvolution_weight=finish.weight,
         deconvolution_residual=finish.residual,
         smooth_psf=finish.smooth_psf,
@@ -409,13 +409,6 @@ def _finish(
     )  # fmt: skip
     finish, _ = yield from relay(steps, timed)
     return finish
-
-
-def _share_of_range(noise: float, image: np.ndarray) -> float:
-    """``noise`` as a share of ``image``'s range: what the final weight follows (the non-blind
-    solver maps its input to [0, 1]), and what a shared kernel's other planes are compared by."""
-    span = float(np.ptp(image))
-    return noise / span if span > 0 else 0.0
 
 
 def _judged(finish: Finish, noise: float) -> float:

@@ -25,6 +25,7 @@ from .config import SolverConfig
 from .convolution import center_kernel
 from .inputs import to_channels_first
 from .kernel_step import estimate_kernel
+from .noise import relative_noise
 from .nonblind import DEFAULT_ITERATIONS, deconvolve_steps
 from .records import Progress
 from .selfcheck import kernel_similarity, residual_statistics
@@ -170,8 +171,9 @@ class Finish:
     with one start); ``weight``: the sparse prior's weight of the final deconvolution;
     ``stopped``: a stop request ended one of the stages early; ``smooth_psf``: the caller
     took the blur for a smooth PSF (``as_estimated``) and a kernel as estimated was kept, so
-    the last deconvolution kept the law's weight; ``cautious``: the image was deconvolved again at a stronger weight because the
-    kernels of different starts disagree (:func:`cautious_steps`).
+    the last deconvolution kept the law's weight; ``cautious``: the image was deconvolved
+    again at a stronger weight because the kernels of different starts disagree
+    (:func:`cautious_steps`).
     """
 
     kernel: np.ndarray
@@ -213,13 +215,6 @@ def cautious_steps(
         finish, image=image, weight=weight, residual=residual, residual_correlation=correlation,
         stopped=finish.stopped or halted, cautious=True,
     )  # fmt: skip
-
-
-def _relative(noise_sigma: float, image: np.ndarray) -> float:
-    # The non-blind solver works on its input mapped to [0, 1], so its weights follow the noise
-    # in those units; a window of the frame has a smaller range than the frame.
-    span = float(np.ptp(image))
-    return noise_sigma / span if span > 0 else noise_sigma
 
 
 def finish_steps(
@@ -265,7 +260,7 @@ def finish_steps(
     for index, kernel in enumerate(centred):
         if rounds:
             polish = polish_steps(
-                window, kernel, config, device, noise_sigma=_relative(noise_sigma, window),
+                window, kernel, config, device, noise_sigma=relative_noise(noise_sigma, window),
                 kernel_noise_sigma=noise_sigma if kernel_noise_sigma is None else kernel_noise_sigma,
                 first_step=index * rounds, total=rounds * len(starts),
             )  # fmt: skip
@@ -282,7 +277,7 @@ def finish_steps(
     iterations = DEFAULT_ITERATIONS["sparse"]
     whole = window.shape == frame.shape
     total = iterations * (len(kernels) + (0 if whole else 1))
-    window_weight = config.deconvolution_weight_for(_relative(noise_sigma, window))
+    window_weight = config.deconvolution_weight_for(relative_noise(noise_sigma, window))
     candidates = []
     for index, (origin, kernel) in enumerate(kernels):
         check = deconvolve_steps(window, kernel, method="sparse", weight=window_weight, device=device)
@@ -324,14 +319,9 @@ def finish_steps(
             stopped = True  # stopped during a re-solve: the check's deconvolution stands
         else:
             raise_by, latent, residual, correlation = found
-    frame_sigma = _relative(noise_sigma, frame)
+    frame_sigma = relative_noise(noise_sigma, frame)
     raised = config.deconvolution_weight_for(frame_sigma) * raise_by
-    # A smooth PSF kept as estimated is taken for the blur itself (the law was fitted on true
-    # kernels); a kernel polished from noisy data carries an error the prior absorbs.
-    # The generator's own output (final="generator") takes no deconvolution of ours.
-    stronger = config.final == "nonblind" and not smooth_psf
-    factor = config.final_noise_factor if stronger else 1.0
-    weight = max(raised, config.deconvolution_weight_for(frame_sigma, factor))
+    weight = max(raised, config.deconvolution_weight_for(frame_sigma, config.final_noise_factor_for(smooth_psf)))
     if whole and (weight == raised or stopped):
         # The window is the frame: its check is the frame's deconvolution (stopped, if a stop
         # came during it: the solver's iterate then is the image).

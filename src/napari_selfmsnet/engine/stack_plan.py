@@ -35,7 +35,7 @@ import numpy as np
 from .config import SolverConfig
 from .inputs import drop_alpha, image_array, image_problem
 from .kernel_step import delta_kernel
-from .noise import estimate_noise
+from .noise import estimate_noise, relative_noise
 from .nonblind import deconvolve_steps
 from .records import DeblurResult, Progress
 from .regions import edge_energy_map
@@ -218,11 +218,9 @@ def plane_weight(plane: np.ndarray, params: Mapping[str, Any], method: str = "sp
     if method != "sparse" or weight is None or "relative" not in noise:
         return None
     config = SolverConfig(**params["config"])
-    factor = 1.0 if params.get("smooth_psf") or config.final != "nonblind" else config.final_noise_factor
-    data = np.asarray(plane, dtype=np.float64)
-    span = float(np.ptp(data))
+    factor = config.final_noise_factor_for(bool(params.get("smooth_psf")))
     sigma = estimate_noise(plane, quantised=np.issubdtype(np.asarray(plane).dtype, np.integer)).sigma
-    own = sigma / span if span > 0 else 0.0
+    own = relative_noise(sigma, np.asarray(plane, dtype=np.float64))
     moved = config.deconvolution_weight_for(own, factor) / config.deconvolution_weight_for(noise["relative"], factor)
     return float(weight * moved)
 

@@ -190,3 +190,42 @@ def test_a_stop_during_the_size_probes_says_the_size_was_not_measured(blurred):
     assert result.params["kernel_size_source"] == "probe stopped"
     finished = deblur(blurred, "auto", **TINY)
     assert finished.params["kernel_size_source"] == "measured"
+
+
+def _attempt(kernel: np.ndarray, correlation: float, agreement: float | None):
+    """A blind run's outcome as the retry rule sees it (its state plays no part)."""
+    from napari_selfmsnet.engine.polish import Finish
+
+    finish = Finish(
+        kernel=kernel, image=np.zeros((4, 4)), start=0, checked_residual=1.0, checked_correlation=correlation,
+        residual=1.0, residual_correlation=correlation, agreement=agreement, weight=1e-3, stopped=False,
+    )  # fmt: skip
+    return None, finish
+
+
+def test_a_retry_is_called_while_the_best_run_is_doubtful_on_both_counts():
+    from napari_selfmsnet.engine.pipeline import _retry_called_for
+
+    # Off by default (docs/parameters.md: it helps clean and lightly noisy photographs and costs
+    # photon-limited drifts); as measured, with two retries.
+    config = replace(PRESETS["fast"], doubt_agreement=0.65, doubt_correlation=-0.05, retries=2)
+    noise = 0.01  # above the check's noise floor: correlations are judged as they are
+    line = np.zeros((9, 9))
+    line[4, 1:8] = 1 / 7
+    other = line.T.copy()  # a kernel that shares next to nothing with ``line``
+    doubtful = config.doubt_agreement - 0.05
+    unsure = config.doubt_correlation + 0.02
+    # Starts that barely agree and a misfit not clearly like noise: another seed is tried...
+    assert _retry_called_for([_attempt(line, unsure, doubtful)], noise, config)
+    # ...but not when either sign is clear.
+    assert not _retry_called_for([_attempt(line, unsure, config.doubt_agreement + 0.05)], noise, config)
+    assert not _retry_called_for([_attempt(line, config.doubt_correlation - 0.02, doubtful)], noise, config)
+    # A second seed that finds the same kernel settles it, one that finds another does not.
+    assert not _retry_called_for([_attempt(line, unsure, doubtful), _attempt(line, unsure, doubtful)], noise, config)
+    assert _retry_called_for([_attempt(line, unsure, doubtful), _attempt(other, unsure, doubtful)], noise, config)
+    # The stronger signs call a retry on their own: a misfit far from noise, or starts that disagree.
+    assert _retry_called_for([_attempt(line, 0.2, 0.9)], noise, config)
+    assert _retry_called_for([_attempt(line, -0.2, 0.1)], noise, config)
+    assert not _retry_called_for([_attempt(line, -0.2, None)], noise, config)
+    # The presets leave the milder doubts alone.
+    assert not _retry_called_for([_attempt(line, unsure, doubtful)], noise, PRESETS["fast"])

@@ -92,8 +92,11 @@ class SolverConfig:
         deblurred peaks are brighter than the blurred ones).
     Self-check
         ``seeds``: blind runs from consecutive seeds, always; ``retries``: further ones while the
-        self-check finds the kernel doubtful (:mod:`.selfcheck`). The run keeps the kernel,
-        of all runs and starts, whose misfit is most like noise.
+        self-check finds the kernel doubtful (:mod:`.selfcheck`), or while the best run so far
+        has two milder doubts at once: its kernel agrees less than ``doubt_agreement`` with any
+        other start's or seed's, and its misfit's neighbour correlation is above
+        ``doubt_correlation`` (not clearly noise; ``doubt_agreement=0``, the default: never).
+        The run keeps the kernel, of all runs and starts, whose misfit is most like noise.
     Speed (results do not depend on these beyond rounding, except ``kernel_every``)
         ``kernel_every``: run the kernel step every this many iterations and reuse the kernels
         in between (1: every iteration, as in the paper); ``amp``: mixed precision for the
@@ -147,6 +150,8 @@ class SolverConfig:
     smooth_symmetry: float = 0.9
     seeds: int = 1
     retries: int = 1
+    doubt_agreement: float = 0.0
+    doubt_correlation: float = -0.05
     kernel_every: int = 1
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"
@@ -188,6 +193,10 @@ class SolverConfig:
             raise ValueError(f"final_noise_factor must be >= 1, got {self.final_noise_factor}")
         if not self.cautious_factor >= 1:
             raise ValueError(f"cautious_factor must be >= 1, got {self.cautious_factor}")
+        if not 0 <= self.doubt_agreement <= 1:
+            raise ValueError(f"doubt_agreement must lie in [0, 1], got {self.doubt_agreement}")
+        if not -1 <= self.doubt_correlation <= 1:
+            raise ValueError(f"doubt_correlation must lie in [-1, 1], got {self.doubt_correlation}")
         if not 0 <= self.cautious_agreement <= 1:
             raise ValueError(f"cautious_agreement must lie in [0, 1], got {self.cautious_agreement}")
         for name in ("kernel_noise_weight", "polish_noise_floor", "polish_noise_threshold"):

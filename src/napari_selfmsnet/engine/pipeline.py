@@ -313,8 +313,7 @@ def _run(
             finish = yield from _finish(unit_window, unit, state, config, device, noise, kernel_noise, timed)
             cancelled = cancelled or finish.stopped
             attempts.append((state, finish))
-            best = min(_judged(f, noise) for _, f in attempts)
-            if cancelled or (len(attempts) >= config.seeds and not _retry_called_for(finish, best)):
+            if cancelled or (len(attempts) >= config.seeds and not _retry_called_for(attempts, noise, config)):
                 break
         # Every attempt's kernel was checked the same way: keep the one whose misfit is most like
         # noise, judged as the self-check judges it (so a seed kept is one the check would pass first).
@@ -416,12 +415,20 @@ def _judged(finish: Finish, noise: float) -> float:
     return judged_correlation(finish.checked_correlation, finish.checked_residual, noise)
 
 
-def _retry_called_for(finish: Finish, best_correlation: float) -> bool:
-    """Whether a blind run from another seed might do better than the runs so far (the last
-    one's kernels disagree, or no run's misfit is like noise)."""
-    return best_correlation > MAX_RESIDUAL_CORRELATION or (
-        finish.agreement is not None and finish.agreement < MIN_AGREEMENT
-    )
+def _retry_called_for(attempts: list[tuple[OptimizerState, Finish]], noise: float, config: SolverConfig) -> bool:
+    """Whether a blind run from another seed might do better than the runs so far: the last
+    one's kernels disagree, or no run's misfit is like noise, or the best run so far has both
+    doubts at once in a milder form (its kernel agrees less than ``config.doubt_agreement``
+    with any other start's or seed's, and its misfit is no more like noise than
+    ``config.doubt_correlation``)."""
+    finish = attempts[-1][1]
+    judged = [_judged(f, noise) for _, f in attempts]
+    best = min(judged)
+    if best > MAX_RESIDUAL_CORRELATION or (finish.agreement is not None and finish.agreement < MIN_AGREEMENT):
+        return True
+    kept = attempts[judged.index(best)][1]
+    agreement = _agreement(kept, [f for _, f in attempts if f is not kept])
+    return agreement is not None and agreement < config.doubt_agreement and best > config.doubt_correlation
 
 
 def _agreement(chosen: Finish, others: list[Finish]) -> float | None:

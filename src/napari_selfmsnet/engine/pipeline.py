@@ -317,7 +317,7 @@ def _run(
                 break
         # Every attempt's kernel was checked the same way: keep the one whose misfit is most like
         # noise, judged as the self-check judges it (so a seed kept is one the check would pass first).
-        kept = min(range(len(attempts)), key=lambda i: _judged(attempts[i][1], noise))
+        kept = _kept_attempt(attempts, noise)
         state, finish = attempts[kept]
         agreement = _agreement(finish, [f for _, f in attempts if f is not finish])
         if (
@@ -422,13 +422,19 @@ def _retry_called_for(attempts: list[tuple[OptimizerState, Finish]], noise: floa
     with any other start's or seed's, and its misfit is no more like noise than
     ``config.doubt_correlation``)."""
     finish = attempts[-1][1]
-    judged = [_judged(f, noise) for _, f in attempts]
-    best = min(judged)
+    kept = attempts[_kept_attempt(attempts, noise)][1]
+    best = _judged(kept, noise)
     if best > MAX_RESIDUAL_CORRELATION or (finish.agreement is not None and finish.agreement < MIN_AGREEMENT):
         return True
-    kept = attempts[judged.index(best)][1]
+    if best <= config.doubt_correlation:
+        return False  # the misfit is noise-like: no kernel comparison needed
     agreement = _agreement(kept, [f for _, f in attempts if f is not kept])
-    return agreement is not None and agreement < config.doubt_agreement and best > config.doubt_correlation
+    return agreement is not None and agreement < config.doubt_agreement
+
+
+def _kept_attempt(attempts: list[tuple[OptimizerState, Finish]], noise: float) -> int:
+    """The attempt whose misfit is most like noise, judged as the self-check judges it."""
+    return min(range(len(attempts)), key=lambda i: _judged(attempts[i][1], noise))
 
 
 def _agreement(chosen: Finish, others: list[Finish]) -> float | None:

@@ -118,7 +118,8 @@ class TestScaleGeometry:
         assert geo[-1].padded == (273, 273)
 
     def test_too_small_for_scales_raises(self):
-        with pytest.raises(ValueError, match="self-msnet-s"):
+        # In words, not as Python's method='self-msnet-s': the widget and the CLI show it as it is.
+        with pytest.raises(ValueError, match=r"use fewer scales \(the single-scale method, self-msnet-s\)"):
             scale_geometry((20, 20), (7, 7), (0.125, 1.0))
 
 

@@ -3,11 +3,13 @@ hold, alpha channels, seeds; and the same inputs through deblur end to end."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from napari_selfmsnet import deblur
-from napari_selfmsnet.engine.inputs import check_image, check_seed, drop_alpha, image_problem
+from napari_selfmsnet.engine.inputs import check_image, check_kernel_size, check_seed, drop_alpha, image_problem
 from napari_selfmsnet.engine.intensity import IntensityMap, float32_problem
 
 TINY = {"method": "self-msnet-s", "iterations": 2, "device": "cpu", "seed": 0}
@@ -66,7 +68,7 @@ class TestDtypes:
 
 class TestValuesAFloat32ResultCannotHold:
     def test_beyond_float32_range_is_refused_not_returned_as_inf(self, rng):
-        with pytest.raises(ValueError, match=r"reach 9.99e\+38, beyond the range of float32 .* rescale the image"):
+        with pytest.raises(ValueError, match=r"reach 9.99e\+38, beyond the range of float32 .* \(for example 1e\+09\)"):
             deblur(_texture(rng) * 1e39, 5, **TINY)
 
     def test_a_large_offset_with_a_small_range_is_refused_not_returned_constant(self, rng):
@@ -119,6 +121,46 @@ class TestAlpha:
             check_image(_texture(rng, (8, 8, 2)))
 
 
+class TestMessagesSayTheRemedyInWords:
+    """The CLI and the widget show these messages as they are: a remedy spelled in Python
+    (``np.nan_to_num``, ``method='self-msnet-s'``) means nothing to their users."""
+
+    PYTHON = r"np\.|e\.g\.|\w+=|image\[|image\.\w|image / "
+
+    def _problems(self):
+        texture = _texture(np.random.default_rng(0))
+        holes = texture.copy()
+        holes[2, 2] = np.nan
+        return {
+            "nan": image_problem(holes),
+            "beyond float32": image_problem(texture * 1e300),
+            "offset": image_problem(texture + 1e12),
+        }
+
+    @pytest.mark.parametrize("case", ["nan", "beyond float32", "offset"])
+    def test_value_problems(self, case):
+        message = self._problems()[case]
+        assert message is not None and not re.search(self.PYTHON, message), message
+
+    def test_the_numbers_received_stay(self):
+        problems = self._problems()
+        assert "(1 of 1024)" in problems["nan"] and "with 0" in problems["nan"]
+        assert "reach 1e+300" in problems["beyond float32"] and "1e+270" in problems["beyond float32"]
+
+    @pytest.mark.parametrize(
+        ("size", "shape", "remedy"),
+        [
+            (21, (40, 40), "use a kernel size of 19 or smaller"),
+            (7, (20, 20), "use the single-scale method, self-msnet-s (kernels up to 9)"),
+        ],
+    )
+    def test_kernel_too_large(self, size, shape, remedy):
+        with pytest.raises(ValueError, match="is too large") as refused:
+            check_kernel_size(size, shape, (0.125, 0.25, 0.5, 1.0))
+        message = str(refused.value)
+        assert remedy in message and not re.search(self.PYTHON, message), message
+
+
 class TestSeed:
     @pytest.mark.parametrize("seed", [0, np.int64(5), 2**63 - 1])
     def test_accepted(self, seed):
@@ -136,7 +178,7 @@ class TestImagesTooSmallForAnyKernel:
         with pytest.raises(ValueError, match="^a 20x20 image is too small to measure a blur in") as refused:
             deblur(_texture(rng, (20, 20)), device="cpu")
         message = str(refused.value)
-        assert "method='self-msnet-s', kernels up to 9" in message and "at least 24x24" in message
+        assert "the single-scale method, self-msnet-s (kernels up to 9)" in message and "at least 24x24" in message
         assert "is too large" not in message
 
     def test_a_size_given_is_named_as_too_large_not_as_measured(self, rng):

@@ -192,7 +192,7 @@ def scale_geometry(
         if hs < ks[0] or ws < ks[1]:
             raise ValueError(
                 f"at scale {s} the image ({hs}x{ws}) is smaller than the kernel {ks}; "
-                "use fewer scales (method='self-msnet-s') or a larger image"
+                "use fewer scales (the single-scale method, self-msnet-s) or a larger image"
             )
         out.append(ScaleGeometry(float(s), (hs, ws), ks))
     return out

@@ -86,8 +86,8 @@ def image_problem(array: np.ndarray) -> str | None:
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         return (
-            f"image contains NaN or infinite values ({bad} of {array.size}); replace them "
-            "(e.g. np.nan_to_num) before deblurring"
+            f"image contains NaN or infinite values ({bad} of {array.size}); replace them with numbers "
+            "(for example with 0) before deblurring"
         )
     if np.max(array) == np.min(array):
         return (
@@ -148,9 +148,9 @@ def check_kernel_size(
     if not _fits(size, (h, w), scales):
         largest = largest_kernel((h, w), scales)[0]
         single = largest_kernel((h, w))[0]
-        remedies = [f"kernel_size={largest} or smaller"] if largest >= 3 else []
+        remedies = [f"a kernel size of {largest} or smaller"] if largest >= 3 else []
         if single > max(largest, 1) and tuple(scales) != (1.0,):
-            remedies.append(f"the single-scale method (method='self-msnet-s', kernels up to {single})")
+            remedies.append(f"the single-scale method, self-msnet-s (kernels up to {single})")
         problem = f"kernel {size[0]}x{size[1]} is too large for a {h}x{w} image"
         if largest < 3:
             # Not even the smallest kernel fits: no size is to blame.

@@ -63,14 +63,15 @@ def float32_problem(image: np.ndarray) -> str | None:
         divisor = 10 ** np.ceil(np.log10(magnitude / 1e30))
         return (
             f"image values reach {magnitude:.3g}, beyond the range of float32 (the result's dtype, up to "
-            f"{_FLOAT32_MAX:.3g}); rescale the image (for example image / {divisor:.0e}) and scale the result back"
+            f"{_FLOAT32_MAX:.3g}); divide the image by a factor that brings it within that range (for example "
+            f"{divisor:.0e}) before deblurring, and multiply the result by the same factor"
         )
     spacing = float(np.spacing(np.float32(magnitude)))
     if spacing > max(1.0 if integer else 0.0, RESOLVED_SHARE * span):
         return (
             f"image values span only {span:.3g} at a magnitude of {magnitude:.3g}: float32, the result's dtype, "
-            f"resolves steps of {spacing:.3g} there, so the result would lose the image's detail; subtract the "
-            "offset and rescale first (for example (image - image.min()) / np.ptp(image), in float64) and undo "
-            "it on the result"
+            f"resolves steps of {spacing:.3g} there, so the result would lose the image's detail; before deblurring, "
+            "subtract the offset (for example the image's minimum) and divide by the range, computing in double "
+            "precision (float64), then undo both on the result"
         )
     return None

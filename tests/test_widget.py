@@ -168,7 +168,7 @@ def test_plane_stack_names_the_plane_holding_nan(rng):
     data[1, 2, 2] = np.nan
     planes = PlaneStack(describe_layer(_FakeLayer(data)))
     np.testing.assert_array_equal(planes[0], data[0])
-    with pytest.raises(ValueError, match=r"plane \(1,\) of layer 'fake' contains NaN"):
+    with pytest.raises(ValueError, match=r"plane \(1,\) of layer 'fake': image contains NaN"):
         planes[1]
 
 
@@ -419,6 +419,27 @@ def test_nan_in_memory_is_refused_before_starting(viewer_widget, rng, notificati
     assert widget.status.value.startswith("error")
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (lambda image: image * 1e300, "layer 'odd': image values reach 1e+300, beyond the range of float32"),
+        (lambda image: image + 1e12, "layer 'odd': image values span only 1 at a magnitude of 1e+12"),
+        (lambda image: np.full_like(image, 7.0), "layer 'odd': image is constant"),
+    ],
+    ids=["beyond-float32", "offset", "constant"],
+)
+def test_values_the_engine_refuses_are_refused_before_starting(viewer_widget, rng, notifications, values, expected):
+    # Like NaN: the engine's own check, before a thread starts, not "failed" once it has.
+    viewer, widget = viewer_widget
+    viewer.add_image(values(_blurred(rng, (40, 40), dtype=np.float64)), name="odd")
+    _configure(widget)
+    assert widget.run() is None and widget.worker is None
+    errors = _errors(notifications)
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+    assert widget.status.value == f"error: {errors[0]}"
+    assert [layer.name for layer in viewer.layers] == ["odd"]
+
+
 @pytest.mark.parametrize(("lazy", "mode"), [(True, "per-plane"), (False, "shared")])
 def test_a_nan_plane_of_a_stack_is_passed_through_and_named(viewer_widget, qtbot, rng, notifications, lazy, mode):
     from napari.utils.notifications import NotificationSeverity
@@ -449,18 +470,9 @@ def test_nan_in_a_lazy_image_is_reported_from_the_worker(viewer_widget, qtbot, r
     _configure(widget)
     widget.stack_mode.value = "current"
     _run_to_end(qtbot, widget)
-    assert any("plane (1,) of layer 'lazy' contains NaN" in m for m in _errors(notifications))
+    assert any("plane (1,) of layer 'lazy': image contains NaN" in m for m in _errors(notifications))
     assert "lazy deblurred" not in viewer.layers
     assert widget.status.value.startswith("failed") and widget.run_button.enabled
-
-
-def test_constant_image_is_reported_from_the_worker(viewer_widget, qtbot, notifications):
-    viewer, widget = viewer_widget
-    viewer.add_image(np.full((40, 40), 7, dtype=np.uint16), name="flat")
-    _configure(widget)
-    _run_to_end(qtbot, widget)
-    assert any("image is constant" in message for message in _errors(notifications))
-    assert [layer.name for layer in viewer.layers] == ["flat"]
 
 
 def test_no_image_layer_is_a_message_not_an_exception(viewer_widget, notifications):

@@ -195,7 +195,8 @@ def make_job(
     ------
     ValueError, TypeError
         With a message for the user (no layer, even kernel size, kernel too large for the
-        image, unsupported dtype, NaN in the in-memory image to deblur, no such device...).
+        image, unsupported dtype, values the engine refuses (NaN, beyond float32...) in the in-memory
+        image to deblur, no such device...).
     """
     if layer is None:
         raise ValueError("no Image layer to deblur: open an image (or File > Open Sample) first")
@@ -226,7 +227,7 @@ def make_job(
         planes = PlaneStack(source, [()])
     else:
         # A bad plane of a stack (blank, NaN) is the engine's to pass through and name.
-        planes = PlaneStack(source, check_finite=False)
+        planes = PlaneStack(source, check_values=False)
     if isinstance(source.data, np.ndarray) and mode in ("current", "single"):
         # In-memory data is cheap to check now, before a thread starts; lazy data is
         # checked as it is read (PlaneStack raises, the worker reports).

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.stack_plan import plane_problem
+
 __all__ = [
     "KERNEL_DISPLAY_SHARE",
     "LayerSource",
@@ -261,10 +263,11 @@ class PlaneStack:
     ``np.asarray(stack[i])``; this maps ``i`` onto the layer's leading axes (a 4-D
     ``(T, Z, Y, X)`` layer gives ``T * Z`` planes, T-major), so no reshape of the (possibly
     lazy) data is needed. Each plane read is also checked: an RGBA plane loses its alpha
-    channel, and (with ``check_finite``) a plane holding NaN or infinity raises a
-    ``ValueError`` naming the plane, before the engine sees it. Dtypes are the engine's to
-    check (:func:`~napari_selfmsnet.engine.inputs.check_image` takes every integer and float
-    dtype).
+    channel, and (with ``check_values``) a plane whose values the engine would refuse (NaN or
+    infinity, a constant plane, values a float32 result cannot hold: the engine's own
+    :func:`~napari_selfmsnet.engine.stack_plan.plane_problem`) raises a ``ValueError`` naming
+    the plane, before the engine sees it. Dtypes are the engine's to check
+    (:func:`~napari_selfmsnet.engine.inputs.check_image` takes every integer and float dtype).
 
     Parameters
     ----------
@@ -272,17 +275,17 @@ class PlaneStack:
         The layer to read.
     indices : sequence of tuple of int, optional
         The leading-axis indices of the planes to expose, in order; by default all of them.
-    check_finite : bool
-        Refuse planes with NaN or infinite values. The stack modes leave that to the engine,
-        which passes such a plane through unchanged, names it in a warning and deblurs the
-        others.
+    check_values : bool
+        Refuse planes whose values the engine cannot deblur. The stack modes leave that to the
+        engine, which passes such a plane through unchanged, names it in a warning and deblurs
+        the others.
     """
 
     def __init__(
-        self, source: LayerSource, indices: list[tuple[int, ...]] | None = None, *, check_finite: bool = True
+        self, source: LayerSource, indices: list[tuple[int, ...]] | None = None, *, check_values: bool = True
     ) -> None:
         self.source = source
-        self.check_finite = check_finite
+        self.check_values = check_values
         if indices is None:
             indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*source.leading_shape)]
         if not indices:
@@ -303,12 +306,11 @@ class PlaneStack:
         plane = np.asarray(self.source.data[position])
         if self.source.rgb:
             plane = plane[..., :3]
-        if self.check_finite and plane.dtype.kind == "f" and not np.all(np.isfinite(plane)):
-            where = f"plane {position} of " if position else ""
-            raise ValueError(
-                f"{where}layer {self.source.name!r} contains NaN or infinite values; "
-                "replace them (e.g. np.nan_to_num) before deblurring"
-            )
+        if self.check_values:
+            problem = plane_problem(plane)
+            if problem is not None:
+                where = f"plane {position} of " if position else ""
+                raise ValueError(f"{where}layer {self.source.name!r}: {problem}")
         return plane
 
 

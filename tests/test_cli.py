@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -401,13 +402,35 @@ class TestKernelSizeSeedAndOutputDir:
             main(["deblur", "x.tif", "--output-dir", "o", f"--seed={text}"])
         assert "--seed: expected an integer from 0 to 2**63 - 1" in capsys.readouterr().err
 
-    def test_unwritable_output_dir_is_refused_before_any_computation(self, files, tmp_path, capsys, monkeypatch):
+    @pytest.mark.parametrize(
+        ("output", "expected"),
+        [
+            ("a_file", "--output-dir {a_file} is a file, not a folder; give the path of a folder"),
+            ("a_file/out", "--output-dir {a_file}/out is inside {a_file}, which is a file, not a folder"),
+        ],
+    )
+    def test_an_output_dir_that_is_a_file_is_refused_before_any_computation(
+        self, files, tmp_path, capsys, monkeypatch, output, expected
+    ):
+        # Not the OS's bare "File exists" / "Not a directory": the message says which path is a file.
         (tmp_path / "a_file").write_text("")
         monkeypatch.setattr("napari_selfmsnet.batch.serial.process_file", pytest.fail)  # must never run
         with pytest.raises(SystemExit) as exit_info:
-            main(["deblur", str(files), "--output-dir", str(tmp_path / "a_file" / "out"), *FAST])
+            main(["deblur", str(files), "--output-dir", str(tmp_path / output), *FAST])
         assert exit_info.value.code == 2
-        assert f"--output-dir {tmp_path / 'a_file' / 'out'}: cannot write there" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert expected.format(a_file=tmp_path / "a_file") in err and "cannot write there" not in err, err
+
+    def test_unwritable_output_dir_is_refused_before_any_computation(self, files, tmp_path, capsys, monkeypatch):
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+        monkeypatch.setattr("napari_selfmsnet.batch.serial.process_file", pytest.fail)  # must never run
+        with pytest.raises(SystemExit) as exit_info:
+            main(["deblur", str(files), "--output-dir", str(tmp_path / "out"), *FAST])
+        assert exit_info.value.code == 2
+        assert f"--output-dir {tmp_path / 'out'}: cannot write there (Permission denied)" in capsys.readouterr().err
 
     @pytest.mark.parametrize(
         ("size", "method", "expected"),

@@ -237,9 +237,22 @@ def _check_device(parser: argparse.ArgumentParser, device: str) -> None:
         parser.error(f"--device: {err}")
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The existing file (not a folder) that ``folder`` is, or that one of its parents is, or None."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
+
+
 def _check_output_dir(parser: argparse.ArgumentParser, folder: Path) -> None:
     """Create ``folder`` if missing and write a file into it, before any computation: a folder
     that cannot hold the results is a bad argument, not a failure after every file's run."""
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        # The OS says only "File exists" or "Not a directory", which does not say which path is wrong.
+        where = "is a file" if blocker == folder else f"is inside {blocker}, which is a file"
+        parser.error(f"--output-dir {folder} {where}, not a folder; give the path of a folder (created if missing)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -292,7 +292,8 @@ class TestDeblurCommand:
         )
         captured = capsys.readouterr()
         assert status == 1
-        assert "broken.tif: not a TIFF file" in captured.err and "missing.png: no such file" in captured.err
+        assert "broken.tif: cannot read it as a TIFF image: the file is not a TIFF" in captured.err
+        assert "missing.png: no such file" in captured.err
         assert counts(captured.out) == (1, 0, 2)
         assert (out / "grey_deblurred.tif").exists() and not list(out.glob("broken*"))
 
@@ -474,6 +475,13 @@ class TestInputsTheEngineNowTakesOrRefusesClearly:
         assert ("the file is empty" if not content else "the file is corrupt or not a PNG") in err
         assert "pip install" not in err
         assert err.count(str(tmp_path / "x.png")) == 1, err  # the reader's message names it already
+
+    def test_a_text_file_named_tif_is_said_not_to_be_a_tiff(self, tmp_path, capsys):
+        (tmp_path / "x.tif").write_text("hello")
+        assert main(["deblur", str(tmp_path / "x.tif"), "--output-dir", str(tmp_path / "o"), *FAST]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'x.tif'}: cannot read it as a TIFF image: the file is not a TIFF" in err, err
+        assert "header=" not in err
 
     def test_a_reader_error_without_the_path_is_given_it(self, tmp_path, capsys):
         (tmp_path / "x.tif").write_bytes(b"II*\x00 not a TIFF")

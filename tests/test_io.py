@@ -119,6 +119,23 @@ class TestReadImageWithMetadata:
             assert "pip install" not in str(info.value)
 
 
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            (b"hello, a text file", "the file is not a TIFF file (it does not start with a TIFF header); check that"),
+            (b"\x89PNG\r\n\x1a\n and the rest", "the file holds a PNG image, not a TIFF; rename it to x.png"),
+            (b"II*\x00", "the file starts as a TIFF but is cut short; save or export the image again as TIFF"),
+        ],
+    )
+    def test_a_tif_that_tifffile_cannot_parse_says_what_it_is_and_what_to_do(self, tmp_path, content, expected):
+        # Not tifffile's "not a TIFF file: header=b'hell'".
+        (tmp_path / "x.tif").write_bytes(content)
+        for read in (io.read_image_with_metadata, io.read_metadata, io.read_image):
+            with pytest.raises(ValueError, match=r"x\.tif: cannot read it as a TIFF image: ") as info:
+                read(tmp_path / "x.tif")
+            assert expected in str(info.value) and "header=" not in str(info.value), info.value
+
+
 class TestAlphaIsLeftOut:
     def test_rgba_png(self, tmp_path, rng):
         rgba = (rng.random((10, 12, 4)) * 255).astype(np.uint8)

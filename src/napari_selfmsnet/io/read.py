@@ -13,6 +13,7 @@ raises a ValueError that says so.
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"no such image file: {path}")
     _check_not_empty(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return tifffile.imread(path)
+        with _open_tiff(path) as tif:
+            return tif.asarray()
     return np.asarray(_decode(iio.imread, path))
 
 
@@ -64,6 +66,31 @@ def _decode(read: Any, path: Path) -> Any:
         raise ValueError(
             f"{path}: cannot decode it as a {kind} image: the file is corrupt or not a {kind}{why}"
         ) from err
+
+
+#: Signatures of the formats a file named ``.tif`` most often holds instead, and their suffix.
+_SIGNATURES = {b"\x89PNG": ("PNG", ".png"), b"\xff\xd8\xff": ("JPEG", ".jpg")}
+_TIFF_HEADERS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _open_tiff(path: Path) -> tifffile.TiffFile:
+    """``tifffile.TiffFile(path)``, with a file it cannot parse said as what that means (tifffile
+    says ``not a TIFF file: header=b'hell'``)."""
+    try:
+        return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, struct.error) as err:  # struct.error: the file ends too soon
+        with path.open("rb") as file:
+            head = file.read(4)
+        other = next((found for magic, found in _SIGNATURES.items() if head.startswith(magic)), None)
+        if other is not None:
+            why, todo = f"the file holds a {other[0]} image, not a TIFF", f"rename it to {path.stem}{other[1]}"
+        elif head in _TIFF_HEADERS:
+            damage = "is cut short" if isinstance(err, struct.error) else f"is damaged ({err})"
+            why, todo = f"the file starts as a TIFF but {damage}", "save or export the image again as TIFF"
+        else:
+            why = "the file is not a TIFF file (it does not start with a TIFF header)"
+            todo = "check that it is an image"
+        raise ValueError(f"{path}: cannot read it as a TIFF image: {why}; {todo}") from err
 
 
 def _unit(value: Any) -> str | None:
@@ -187,7 +214,7 @@ def _read(path: Path, axes: str | None, *, lazy: bool, pixels: bool) -> tuple[An
     suffix = path.suffix.lower()
     data = None
     if suffix in TIFF_SUFFIXES:
-        with tifffile.TiffFile(path) as tif:
+        with _open_tiff(path) as tif:
             if not tif.series:
                 raise ValueError(f"{path}: the TIFF file holds no image")
             series = tif.series[0]

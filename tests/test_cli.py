@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -119,6 +121,19 @@ class TestArguments:
         )
         assert (args.region, args.warm_planes, args.warm_iterations) == ("auto", True, None)
         assert build_parser().parse_args(["demo"]).output_dir.name == "selfmsnet-demo"
+
+    @pytest.mark.parametrize(
+        ("command", "option"), [("demo", "--preset"), ("deblur", "--preset"), ("deblur", "--method")]
+    )
+    def test_docs_list_every_choice_the_parser_takes(self, command, option):
+        # Read from the parser, so a preset added to the engine cannot be missing from the docs again.
+        commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+        choices = next(a.choices for a in commands.choices[command]._actions if option in a.option_strings)
+        docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+        section = docs.split(f"## `{command}`", 1)[1].split("\n## ", 1)[0]
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{option} "))
+        listed = set(re.findall(r"`([^`]+)`", row.split(" | ")[-1]))
+        assert set(choices) <= listed, (sorted(choices), row)
 
 
 class TestInputsAndPlanning:

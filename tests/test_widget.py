@@ -1085,6 +1085,13 @@ def test_menus_read_as_the_docs_say(make_napari_viewer, qtbot):
     for entry in ("Plugins > Blind deblur (Self-MSNet)", "Layers > Filter > Blind deblur (Self-MSNet)",
                   "File > Open Sample > Self-MSNet > Blurred filaments and beads (uint16, drift blur)"):  # fmt: skip
         assert entry in docs, entry
+    # Every page that sends a reader to the samples names the submenu napari shows (its display
+    # name), not the package's name.
+    submenus = {path.split(" > ")[2] for path in ours if path.startswith("File > Open Sample > ")}
+    for page in ("README.md", "docs/usage.md", "docs/cli.md"):
+        text = (Path(__file__).parents[1] / page).read_text(encoding="utf-8")
+        named = re.findall(r"File > Open Sample >\s+([\w-]+)", text)
+        assert named and set(named) <= submenus, (page, named)
     # The Layers > Filter entry opens the widget.
     menu_bar = viewer.window._qt_window.menuBar()
     layers_menu = next(a.menu() for a in menu_bar.actions() if a.text().replace("&", "") == "Layers")

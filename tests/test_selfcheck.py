@@ -84,7 +84,7 @@ def test_judge_names_what_it_found_and_what_to_do():
     )
     assert not bad.passed and len(bad.warnings) == 4
     text = " ".join(bad.warnings)
-    assert "nothing above its noise" in text and "larger kernel_size" in text
+    assert "nothing above its noise" in text and "rerun with a larger one" in text
     assert "try another seed" in text and "disagree" in text
 
 
@@ -124,7 +124,7 @@ def test_a_kernel_size_far_too_small_is_flagged():
     blurred = blurred + np.random.default_rng(2).normal(0, 0.002, blurred.shape)
     result = deblur(blurred.astype(np.float32), 5, iterations=20, device="cpu")
     assert result.params["self_check"]["border_mass"] > MAX_BORDER_MASS
-    assert any("larger kernel_size" in w for w in result.warnings)
+    assert any("rerun with a larger one" in w for w in result.warnings)
 
 
 def test_radial_symmetry_tells_a_smooth_psf_from_a_motion_trail():

@@ -103,7 +103,7 @@ class SelfCheck:
         if border_mass > MAX_BORDER_MASS:
             warnings.append(
                 f"{border_mass:.0%} of the estimated kernel lies on the edge of its {kernel_shape[0]}x{kernel_shape[1]} "
-                "support: the blur is probably larger than the kernel size; rerun with a larger kernel_size"
+                "support: the blur is probably larger than the kernel size; rerun with a larger one"
             )
         if judged > MAX_RESIDUAL_CORRELATION:
             warnings.append(

@@ -71,6 +71,7 @@ def test_judge_names_what_it_found_and_what_to_do():
         agreement=0.9,
         kernel_shape=(9, 9),
         noise_sigma=0.01,
+        image_shape=(64, 64),
     )
     assert fine.passed and fine.to_dict()["warnings"] == []
     bad = SelfCheck.judge(
@@ -81,11 +82,26 @@ def test_judge_names_what_it_found_and_what_to_do():
         agreement=0.1,
         kernel_shape=(5, 5),
         noise_sigma=0.01,
+        image_shape=(64, 64),
     )
     assert not bad.passed and len(bad.warnings) == 4
     text = " ".join(bad.warnings)
     assert "nothing above its noise" in text and "rerun with a larger one" in text
     assert "try another seed" in text and "disagree" in text
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_a_kernel_wider_than_a_third_of_the_image_is_not_trusted(measured):
+    figures = dict(structure=500.0, residual=0.9, residual_correlation=-0.05, border_mass=0.0, agreement=0.9)
+    # A size probe that grew spurious parts: 113 px on a 255 px image (a 27 px blur, 1% noise).
+    wide = SelfCheck.judge(
+        **figures, kernel_shape=(113, 113), noise_sigma=0.01, image_shape=(255, 300), size_measured=measured
+    )
+    assert not wide.passed and len(wide.warnings) == 1
+    assert "113x113" in wide.warnings[0] and "(255 px)" in wide.warnings[0]
+    assert ("measured" in wide.warnings[0]) is measured and ("give the blur's size" in wide.warnings[0]) is measured
+    # A third of the side is still judged on its figures alone.
+    assert SelfCheck.judge(**figures, kernel_shape=(85, 85), noise_sigma=0.01, image_shape=(255, 255)).passed
 
 
 def test_the_misfit_of_nearly_noise_free_data_is_judged_against_the_noise_floor():
@@ -100,12 +116,12 @@ def test_the_misfit_of_nearly_noise_free_data_is_judged_against_the_noise_floor(
     assert judged_correlation(0.25, 3.0, 0.01) == 0.25
     check = SelfCheck.judge(
         structure=1e4, residual=3.0, residual_correlation=0.25, border_mass=0.0, agreement=0.9, kernel_shape=(9, 9),
-        noise_sigma=quantisation,
+        noise_sigma=quantisation, image_shape=(64, 64),
     )  # fmt: skip
     assert check.passed and check.residual_correlation == 0.25 and check.judged_correlation == judged
     noisy = SelfCheck.judge(
         structure=1e2, residual=3.0, residual_correlation=0.25, border_mass=0.0, agreement=0.9, kernel_shape=(9, 9),
-        noise_sigma=0.01,
+        noise_sigma=0.01, image_shape=(64, 64),
     )  # fmt: skip
     assert noisy.judged_correlation > MAX_RESIDUAL_CORRELATION and not noisy.passed
 
@@ -125,6 +141,12 @@ def test_a_kernel_size_far_too_small_is_flagged():
     result = deblur(blurred.astype(np.float32), 5, iterations=20, device="cpu")
     assert result.params["self_check"]["border_mass"] > MAX_BORDER_MASS
     assert any("rerun with a larger one" in w for w in result.warnings)
+
+
+def test_a_run_with_a_kernel_wider_than_a_third_of_its_image_says_so():
+    blurred = blur_valid(phantom((80, 80), 3), gaussian_psf(9, 1.5))  # 72 x 72 px
+    result = deblur(blurred.astype(np.float32), 25, method="self-msnet-s", iterations=2, device="cpu")
+    assert any("kernel size given, 25x25" in w and "(72 px)" in w for w in result.warnings), result.warnings
 
 
 def test_radial_symmetry_tells_a_smooth_psf_from_a_motion_trail():

@@ -348,6 +348,8 @@ def _run(
         agreement=agreement,
         kernel_shape=kernel_shape,
         noise_sigma=noise,
+        image_shape=unit_window.shape[:2],
+        size_measured=params["kernel_size_source"] != "given",
     )
     params.update(
         noise={**noise_model.to_dict(), "sigma_normalised": noise, "relative": relative_noise(noise, unit)},

@@ -175,6 +175,10 @@ def test_kernels_the_starts_disagree_on_take_the_cautious_prior(blurred):
     )
     assert usual.params["self_check"]["agreement"] < 1
     assert usual.params["cautious_prior"] is False and cautious.params["cautious_prior"] is True
+    # A softened result is not a confident one: the user hears why it was softened.
+    assert not any("stronger prior" in w for w in usual.warnings)
+    assert any("stronger prior" in w for w in cautious.warnings)
+    assert cautious.params["self_check"]["passed"] is False
     np.testing.assert_array_equal(cautious.kernel, usual.kernel)
     weight = cautious.params["deconvolution_weight"]
     assert weight == pytest.approx(config.cautious_factor * usual.params["deconvolution_weight"])

@@ -90,6 +90,21 @@ def test_judge_names_what_it_found_and_what_to_do():
     assert "try another seed" in text and "disagree" in text
 
 
+def test_a_cautiously_deconvolved_result_is_warned_about():
+    # Starts that agree 0.43: above the disagreement warning, below the preset's cautious
+    # threshold, as on Levin 5% im4_kernel4 at seeds 1 and 2 (kernels 0.32-0.35 like the true one).
+    figures = dict(
+        structure=50.0, residual=1.0, residual_correlation=-0.04, border_mass=0.0, agreement=0.43,
+        kernel_shape=(19, 19), noise_sigma=0.05, image_shape=(255, 255),
+    )  # fmt: skip
+    assert SelfCheck.judge(**figures).passed
+    cautious = SelfCheck.judge(**figures, cautious=True)
+    assert not cautious.passed and len(cautious.warnings) == 1
+    assert "disagree (similarity 0.43)" in cautious.warnings[0] and "stronger prior" in cautious.warnings[0]
+    # Below the disagreement threshold the warning stands either way, and says how it was solved.
+    assert "stronger prior" not in SelfCheck.judge(**{**figures, "agreement": 0.2}).warnings[0]
+
+
 @pytest.mark.parametrize("measured", [True, False])
 def test_a_kernel_wider_than_a_third_of_the_image_is_not_trusted(measured):
     figures = dict(structure=500.0, residual=0.9, residual_correlation=-0.05, border_mass=0.0, agreement=0.9)

@@ -77,8 +77,8 @@ class SolverConfig:
         ``cautious_agreement`` similar to every kernel found from another start or seed
         (``params["self_check"]["agreement"]``), the blur is poorly determined and the
         kernel's error large: the frame is deconvolved again at ``cautious_factor`` times the
-        final weight (``params["cautious_prior"]``), trading sharpness for safety (0 turns it
-        off);
+        final weight (``params["cautious_prior"]``), trading sharpness for safety, and the
+        result is warned about (0 turns it off);
         ``scale_agreement``, ``smooth_symmetry``: when the finest scale's
         kernel and the next coarser one's (resampled) are at least ``scale_agreement``
         similar and the finest one is round (:func:`.selfcheck.radial_symmetry` at least
@@ -143,7 +143,7 @@ class SolverConfig:
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
     residual_floor: float = 0.9
     final_noise_factor: float = 2.0
-    cautious_agreement: float = 0.4
+    cautious_agreement: float = 0.45
     cautious_factor: float = 4.0
     overfit_residual: float = 0.6
     scale_agreement: float = 0.8

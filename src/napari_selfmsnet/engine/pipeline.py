@@ -350,6 +350,7 @@ def _run(
         noise_sigma=noise,
         image_shape=unit_window.shape[:2],
         size_measured=params["kernel_size_source"] != "given",
+        cautious=finish.cautious,
     )
     params.update(
         noise={**noise_model.to_dict(), "sigma_normalised": noise, "relative": relative_noise(noise, unit)},

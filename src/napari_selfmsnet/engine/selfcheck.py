@@ -95,13 +95,17 @@ class SelfCheck:
         noise_sigma: float,
         image_shape: tuple[int, int],
         size_measured: bool = False,
+        cautious: bool = False,
     ) -> SelfCheck:
         """The warnings the measures call for, each saying what it means and what to try.
 
         ``noise_sigma`` is the input's measured noise in normalised units (``residual`` is in
         its variance's units); ``image_shape`` the ``(H, W)`` of the image the kernel was
         estimated on, and ``size_measured`` whether ``kernel_shape`` was measured
-        (``kernel_size="auto"``) rather than given.
+        (``kernel_size="auto"``) rather than given; ``cautious`` whether the image was
+        deconvolved under a stronger prior because the kernels of different starts disagree
+        (``config.cautious_agreement``): that trades sharpness for safety, and does not always
+        win the trade, so the user hears of it as of a disagreement below :data:`MIN_AGREEMENT`.
         """
         judged = judged_correlation(residual_correlation, residual, noise_sigma)
         warnings = []
@@ -130,10 +134,16 @@ class SelfCheck:
                 f"correlate at {judged:.2f}): the kernel is probably wrong; try another seed, a "
                 "longer preset, or a region with strong edges"
             )
-        if agreement is not None and agreement < MIN_AGREEMENT:
+        if agreement is not None and (agreement < MIN_AGREEMENT or cautious):
+            softened = (
+                ", and was deconvolved under a stronger prior (softer, but it may still be worse than the input)"
+                if cautious
+                else ""
+            )
             warnings.append(
                 f"the kernels found from different starts disagree (similarity {agreement:.2f}): the blur is not "
-                "well determined by this image; the result is uncertain"
+                f"well determined by this image; the result is uncertain{softened}; try another seed, or a "
+                "region with strong edges"
             )
         return cls(structure, residual, residual_correlation, judged, border_mass, agreement, tuple(warnings))
 

@@ -101,7 +101,7 @@ def test_a_cautiously_deconvolved_result_is_warned_about():
     cautious = SelfCheck.judge(**figures, cautious=True)
     assert not cautious.passed and len(cautious.warnings) == 1
     assert "disagree (similarity 0.43)" in cautious.warnings[0] and "stronger prior" in cautious.warnings[0]
-    # Below the disagreement threshold the warning stands either way, and says how it was solved.
+    # Below the disagreement threshold the warning stands on its own, and claims no stronger prior.
     assert "stronger prior" not in SelfCheck.judge(**{**figures, "agreement": 0.2}).warnings[0]
 
 

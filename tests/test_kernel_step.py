@@ -4,9 +4,11 @@ import torch
 
 from napari_selfmsnet.engine.convolution import center_crop, valid_convolve
 from napari_selfmsnet.engine.kernel_step import (
+    LatentPrior,
     clean_kernel,
     edge_mask,
     estimate_kernel,
+    posterior_variance_term,
     solve_kernel,
     woodbury_centering,
 )
@@ -101,3 +103,32 @@ class TestKernelStep:
     def test_clean_kernel_of_zeros_is_delta(self):
         out = clean_kernel(torch.zeros(5, 5), support_factor=2.0, prune_fraction=0.01)
         assert float(out[2, 2]) == 1.0 and float(out.sum()) == 1.0
+
+
+def test_the_posterior_variance_term_is_the_summed_variance_of_the_gradients_the_solve_uses():
+    x = torch.zeros(32, 32)
+    x[:, 16:] = 1.0  # one vertical edge of the full range, flat ground elsewhere
+    mask = torch.zeros(32, 32)
+    mask[:, 12:20] = 1.0
+    point = torch.zeros(9, 9)
+    point[4, 4] = 1.0
+    line = torch.full((1, 9), 1 / 9).expand(9, 9) * (torch.arange(9)[:, None] == 4)
+    sigma = 0.01
+
+    def term(kernel, weight, masked=True):
+        prior = LatentPrior(kernel, weight, 0.8, 1.0)
+        return float(posterior_variance_term(x, mask if masked else None, prior, sigma))
+
+    # No prior: every gradient is pinned by the data alone, 2 sigma^2 / ||k||^2, in both directions.
+    assert term(point, 0.0, masked=False) == pytest.approx(2 * 32 * 32 * 2 * sigma**2)
+    assert term(point, 0.0) == pytest.approx(2 * 8 * 32 * 2 * sigma**2)
+    assert term(line, 0.0) == pytest.approx(9 * term(point, 0.0), rel=1e-5)  # a 9 px blur: 9 times
+    # With the prior, flat ground (its gradient floored at a thousandth of the range) is pinned:
+    # nearly all that is left is the edge's column.
+    edge = 32 * 2 * sigma**2 / (1 / 9 + 1e-2 * 0.8)
+    flat = (2 * 8 * 32 - 32) * 2 * sigma**2 / (1 / 9 + 1e-2 * 0.8 * 1e-3**-1.2)
+    assert term(line, 1e-2) == pytest.approx(edge + flat, rel=1e-5)
+    assert flat < 0.1 * edge
+    outside = (2 * 32 * 32 - 2 * 8 * 32) * 2 * sigma**2 / (1 / 9 + 1e-2 * 0.8 * 1e-3**-1.2)
+    assert term(line, 1e-2, masked=False) == pytest.approx(edge + flat + outside, rel=1e-5)
+    assert term(line, 1e-2) / term(line, 0.0) < 0.1

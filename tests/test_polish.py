@@ -133,10 +133,10 @@ def test_a_smooth_blur_keeps_the_kernel_as_estimated_when_the_scales_agree():
     blurred = (blur_valid(sharp, true) + rng.normal(0, 0.03, (96, 96))).astype(np.float32)
     cpu = torch.device("cpu")
     config = PRESETS["fast"]
-    # Started from the true PSF twice (two scales that agree), the polish narrows it.
+    # Started from the true PSF twice (two scales that agree), the polish moves away from it.
     polished = drain(finish_steps(blurred, blurred, [true, true], config, cpu, noise_sigma=0.03))
     kept = drain(finish_steps(blurred, blurred, [true, true], config, cpu, noise_sigma=0.03, as_estimated=True))
-    assert kernel_similarity(polished.kernel, true) < 0.9
+    assert kernel_similarity(polished.kernel, true) < 0.95
     assert kept.start >= 2 and kernel_similarity(kept.kernel, true) > 0.99
     assert kept.residual >= config.residual_floor
 
@@ -195,20 +195,27 @@ def test_a_kernel_that_lets_the_estimate_fit_the_noise_gets_a_stronger_prior():
     assert raised.checked_residual < raised.residual
 
 
-def test_the_polish_weighs_the_noise_by_its_own_weight_and_falls_back_to_the_blind_stages():
-    rng = np.random.default_rng(3)
-    true = motion_kernel(9, rng=2)
-    blurred = (blur_valid(phantom((80, 80), rng), true) + rng.normal(0, 0.02, (72, 72))).astype(np.float32)
-    start = np.full((9, 9), 1 / 81, np.float32)
-    config = replace(PRESETS["fast"], polish_rounds=2)
+def test_the_polish_weighs_its_deconvolutions_uncertainty_so_its_kernel_keeps_the_blurs_spread():
+    # Alternating MAP takes each round's deconvolution for exact, and on noisy data it pulls a
+    # flat start onto a point; the posterior variance term (the expected misfit's) holds it.
+    rng = np.random.default_rng(1)
+    true = motion_kernel(15, rng=3)
+    blurred = (blur_valid(phantom((96, 96), rng), true) + rng.normal(0, 0.05, (82, 82))).astype(np.float32)
+    start = np.full((15, 15), 1 / 225, np.float32)
+    config = replace(PRESETS["fast"], polish_rounds=4)
     cpu = torch.device("cpu")
 
-    def polished(**changes):
-        return polish_kernel(blurred, start, replace(config, **changes), cpu, noise_sigma=0.02)
+    def polished(weight):
+        changed = replace(config, polish_kernel_noise_weight=weight)
+        return polish_kernel(blurred, start, changed, cpu, noise_sigma=0.05)
 
-    unset = polished(polish_kernel_noise_weight=None)
-    np.testing.assert_array_equal(unset, polished(polish_kernel_noise_weight=config.kernel_noise_weight))
-    assert not np.allclose(unset, polished(polish_kernel_noise_weight=3.0))
+    def concentration(kernel):  # sum of squares against the true kernel's: 1 is as spread as the blur
+        return float(np.square(kernel).sum() / np.square(true).sum())
+
+    exact, weighed = polished(0.0), polished(1.0)
+    assert concentration(exact) > 5
+    assert 0.5 < concentration(weighed) < 2
+    assert kernel_similarity(weighed, true) > kernel_similarity(exact, true) + 0.1
     with pytest.raises(ValueError, match="polish_kernel_noise_weight"):
         replace(config, polish_kernel_noise_weight=-1.0)
 

@@ -58,10 +58,10 @@ class SolverConfig:
         a deconvolution that keeps the noise hands it to the kernel step, which then drifts
         away from the blur; ``polish_noise_threshold``: the polish's kernel steps also cut
         values below this many times the estimate's own noise level;
-        ``polish_kernel_noise_weight``: the noise term's weight in the polish's kernel steps
-        (``None``: ``kernel_noise_weight``); stronger than the blind stage's, whose kernel steps
-        solve from the generator's smooth image, where a strong term costs photon-limited
-        drifts their trail;
+        ``polish_kernel_noise_weight``: the weight of the noise term in the polish's kernel
+        steps, the summed posterior variance of the round's deconvolution
+        (:func:`.kernel_step.posterior_variance_term`); 1 weighs it as the expected misfit
+        has it, 0 takes the deconvolution for exact (alternating MAP);
         ``deconvolution_weight``: the sparse prior's weight of the final deconvolution on
         noise-free data (it also absorbs the small misfit of any estimated kernel);
         ``noise_weight_law``: ``(a, b)``: with the measured noise ``sigma`` (normalised units)
@@ -138,7 +138,7 @@ class SolverConfig:
     polish_support_factor: float | None = None
     polish_noise_floor: float = 5.0
     polish_noise_threshold: float = 3.0
-    polish_kernel_noise_weight: float | None = 1.0
+    polish_kernel_noise_weight: float = 1.0
     deconvolution_weight: float = 2e-4
     noise_weight_law: tuple[float, float] = (0.15, 1.34)
     residual_floor: float = 0.9
@@ -181,8 +181,6 @@ class SolverConfig:
             raise ValueError(f"polish_weights must be two positive weights (first, last), got {self.polish_weights}")
         if self.polish_support_factor is not None and not (self.polish_support_factor > 0):
             raise ValueError(f"polish_support_factor must be positive or None, got {self.polish_support_factor}")
-        if self.polish_kernel_noise_weight is not None and not (self.polish_kernel_noise_weight >= 0):
-            raise ValueError(f"polish_kernel_noise_weight must be >= 0 or None, got {self.polish_kernel_noise_weight}")
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
         if not isinstance(self.retries, int) or self.retries < 0:
@@ -199,7 +197,12 @@ class SolverConfig:
             raise ValueError(f"doubt_correlation must lie in [-1, 1], got {self.doubt_correlation}")
         if not 0 <= self.cautious_agreement <= 1:
             raise ValueError(f"cautious_agreement must lie in [0, 1], got {self.cautious_agreement}")
-        for name in ("kernel_noise_weight", "polish_noise_floor", "polish_noise_threshold"):
+        for name in (
+            "kernel_noise_weight",
+            "polish_kernel_noise_weight",
+            "polish_noise_floor",
+            "polish_noise_threshold",
+        ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.deconvolution_weight > 0:

@@ -7,9 +7,12 @@ and deconvolving again is the classical alternating-MAP polish, a few rounds of 
 the kernel and the image at little cost. The prior starts strong and weakens round by round
 (continuation): the first rounds' piecewise-flat images keep only salient edges, from which
 many poor starting kernels are re-solved much closer to the true one (measured in
-benchmarks/NOTEBOOK.md). After the polish (``final="nonblind"``), or straight after the blind
-stage when it saw only a region of the frame, the whole frame is deconvolved with the kernel
-by the sparse solver: :func:`nonblind_steps`.
+benchmarks/NOTEBOOK.md). Each kernel step also weighs how unsure the round's deconvolution
+is (:func:`.kernel_step.posterior_variance_term`), as a marginal-likelihood estimate does:
+taken for exact, a noisy deconvolution pulls the kernel onto the brightest part of the blur.
+After the polish (``final="nonblind"``), or straight after the blind stage when it saw only
+a region of the frame, the whole frame is deconvolved with the kernel by the sparse solver:
+:func:`nonblind_steps`.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import torch
 from .config import SolverConfig
 from .convolution import center_kernel
 from .inputs import to_channels_first
-from .kernel_step import estimate_kernel
+from .intensity import IntensityMap
+from .kernel_step import LatentPrior, estimate_kernel
 from .noise import relative_noise
-from .nonblind import DEFAULT_ITERATIONS, deconvolve_steps
+from .nonblind import DEFAULT_ITERATIONS, SPARSE_ALPHA, deconvolve_steps
 from .records import Progress
 from .selfcheck import kernel_similarity, residual_statistics
 from .steps import drain, relay
@@ -71,6 +75,7 @@ def polish_steps(
     kernel_noise_sigma: float | None = None,
     first_step: int = 0,
     total: int | None = None,
+    weigh_uncertainty: bool = True,
 ) -> Generator[Progress, Any, np.ndarray]:
     """``config.polish_rounds`` rounds of (sparse deconvolution with the weights of
     :func:`round_weights`, kernel step) on ``observation``: a stage generator (:mod:`.steps`).
@@ -82,10 +87,13 @@ def polish_steps(
     centred input kernel). A true value sent at a record ends the polish with that kernel.
 
     ``noise_sigma`` is the observation's noise (normalised units): no round's weight falls
-    below ``config.polish_noise_floor`` times the weight it calls for, and the kernel steps
-    weigh the data against the noise of the grey image they solve on, ``kernel_noise_sigma``
-    (``noise_sigma`` when None). ``first_step`` and ``total`` number the records when the
-    polish runs from several starts, one after the other.
+    below ``config.polish_noise_floor`` times the weight it calls for. The kernel steps weigh
+    the data against the noise of the grey image they solve on, ``kernel_noise_sigma``
+    (``noise_sigma`` when None): with ``weigh_uncertainty``, by the uncertainty that noise
+    leaves in the round's deconvolution (:func:`.kernel_step.posterior_variance_term`), else
+    by the plain noise term (:func:`.kernel_step.noise_term`), both at
+    ``config.polish_kernel_noise_weight``. ``first_step`` and ``total`` number the records
+    when the polish runs from several starts, one after the other.
     """
     y = _as_batch(observation, device)
     percentile = config.final_edge_percentile
@@ -94,9 +102,7 @@ def polish_steps(
     floor = config.polish_noise_floor * config.noise_weight(noise_sigma)
     kernel_sigma = noise_sigma if kernel_noise_sigma is None else kernel_noise_sigma
     total = len(weights) if total is None else total
-    noise_weight = (
-        config.kernel_noise_weight if config.polish_kernel_noise_weight is None else config.polish_kernel_noise_weight
-    )
+    scale = IntensityMap.fit(observation).scale or 1.0
     for done, weight in enumerate(weights, start=first_step + 1):
         # A round's deconvolution is most of its time (seconds on a large window): it reports,
         # so a stop request ends the polish within a few solver iterations, not a round.
@@ -117,7 +123,12 @@ def polish_steps(
             prune_fraction=config.prune_fraction,
             edge_percentile=percentile,
             noise_sigma=kernel_sigma,
-            noise_weight=noise_weight,
+            noise_weight=config.polish_kernel_noise_weight,
+            latent_prior=(
+                LatentPrior(torch.from_numpy(_unit_sum(kernel)), max(weight, floor), SPARSE_ALPHA, scale)
+                if weigh_uncertainty
+                else None
+            ),
             # Without a measured noise, the estimate's negative values are the solve's own
             # ringing, not noise: no noise threshold then.
             noise_threshold=config.polish_noise_threshold if kernel_sigma > 0 else 0.0,
@@ -244,7 +255,11 @@ def finish_steps(
     polished kernel lets the estimate fit the noise (misfit below ``config.overfit_residual``)
     a kernel whose misfit stays above ``config.residual_floor`` is preferred: the polish, an
     alternating MAP, narrows smooth blurs (a Gaussian or defocus PSF) even when it starts from
-    the true one, while a blind run on such a blur is often right already.
+    the true one, while a blind run on such a blur is often right already. That fit to the
+    noise is the sign the choice reads, and weighing the deconvolution's uncertainty in the
+    kernel steps hides it (the polish then reshapes a disc without fitting the noise), so
+    there the polish keeps the plain noise term (``weigh_uncertainty=False`` of
+    :func:`polish_steps`).
 
     ``window`` and ``frame`` are in normalised units (``window`` is the part of ``frame`` the
     blind fit saw, or all of it); ``noise_sigma`` is their noise in the same units and
@@ -262,7 +277,7 @@ def finish_steps(
             polish = polish_steps(
                 window, kernel, config, device, noise_sigma=relative_noise(noise_sigma, window),
                 kernel_noise_sigma=noise_sigma if kernel_noise_sigma is None else kernel_noise_sigma,
-                first_step=index * rounds, total=rounds * len(starts),
+                first_step=index * rounds, total=rounds * len(starts), weigh_uncertainty=not as_estimated,
             )  # fmt: skip
             kernel, halted = yield from relay(polish, _same)
             stopped = stopped or halted

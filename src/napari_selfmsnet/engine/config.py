@@ -60,8 +60,9 @@ class SolverConfig:
         values below this many times the estimate's own noise level;
         ``polish_kernel_noise_weight``: the weight of the noise term in the polish's kernel
         steps, the summed posterior variance of the round's deconvolution
-        (:func:`.kernel_step.posterior_variance_term`); 1 weighs it as the expected misfit
-        has it, 0 takes the deconvolution for exact (alternating MAP);
+        (:func:`.kernel_step.posterior_variance_term`; where the blur may be a smooth PSF,
+        the flat :func:`.kernel_step.noise_term`); 1 weighs it as the expected misfit has
+        it, 0 takes the deconvolution for exact (alternating MAP);
         ``deconvolution_weight``: the sparse prior's weight of the final deconvolution on
         noise-free data (it also absorbs the small misfit of any estimated kernel);
         ``noise_weight_law``: ``(a, b)``: with the measured noise ``sigma`` (normalised units)

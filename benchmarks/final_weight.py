@@ -12,7 +12,10 @@ agreed, the sharp image), deconvolves each input with its kernel as ``deblur`` f
 under every ``--variant`` (``SolverConfig`` fields changed from the preset, with the polish
 off: the kernel is already final; ``cautious_agreement`` and ``cautious_factor`` act on the
 saved agreement) and scores the results as ``noise.py`` does. The unchanged preset reproduces
-the saved results (checked per case).
+the saved results (checked per case), except where the run averaged the deconvolutions of
+several kernels (``params["ensemble"]`` above 1, see ``ensemble_margin``): one kernel cannot
+replay those, so such rows are marked ``"ensemble"`` and replayed from the kept kernel alone;
+save with ``--set ensemble_margin=0`` to study the weight on single kernels.
 
 Example::
 
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "input": score(saved["blurred"], saved["sharp"], counts),
         }
         row["saved"] = score(saved["image"], saved["sharp"], counts)
+        row["ensemble"] = int(saved["ensemble"]) if "ensemble" in saved else 1
         # Saves made before these were kept replay as a motion blur with one start.
         decided = {}
         if "smooth_psf" in saved:

@@ -135,6 +135,7 @@ def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> 
         "attempts": result.params["attempts"],
         "smooth_psf": result.params["smooth_psf"],
         "cautious_prior": result.params["cautious_prior"],
+        "ensemble": result.params["ensemble"],
     }
     if args.save is not None:
         # What the finish depends on beyond the kernel, so that final_weight.py replays it exactly.
@@ -144,6 +145,7 @@ def run_case(name, group, blurred, sharp, kernel, fit, args, preset, device) -> 
             args.save / f"{name.replace('%', 'pc').replace('#', '_')}.npz",
             blurred=blurred, sharp=sharp, true_kernel=kernel, image=result.image, kernel=result.kernel, group=group,
             smooth_psf=result.params["smooth_psf"], agreement=np.nan if agreement is None else agreement,
+            ensemble=result.params["ensemble"],
         )  # fmt: skip
     record["gain"] = record["result"]["psnr"] - record["blurred"]["psnr"]
     record["gap_to_reference"] = record["true_kernel"]["psnr"] - record["result"]["psnr"]

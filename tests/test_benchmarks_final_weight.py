@@ -13,7 +13,7 @@ def test_a_saved_case_is_reproduced_and_scored_under_each_variant(tmp_path):
     saved, noise_out, out = tmp_path / "saved", tmp_path / "noise.json", tmp_path / "final_weight.json"
     args = [
         "--suite", "micro", "--photons", "1000", "--kinds", "gaussian", "--size", "64", "--seeds", "1",
-        "--set", "iterations=3", "--threads", "1", "--save", str(saved), "--out", str(noise_out),
+        "--set", "iterations=3;ensemble_margin=0", "--threads", "1", "--save", str(saved), "--out", str(noise_out),
     ]  # fmt: skip
     done = run_script("noise.py", *args)
     assert done.returncode == 0, done.stderr
@@ -31,6 +31,7 @@ def test_a_saved_case_is_reproduced_and_scored_under_each_variant(tmp_path):
     report = json.loads(out.read_text())
     (row,) = report["cases"]
     assert row["group"] == case["group"] == "micro 1000 photons"
+    assert row["ensemble"] == 1  # one kernel's deconvolution: a kernel alone replays it
     # The preset, finishing the saved kernel again, gives the saved result; noise.py scored the same.
     assert row["preset"] == pytest.approx(row["saved"], abs=1e-4)
     assert row["saved"] == pytest.approx(case["result"]["psnr"], abs=1e-6)

@@ -307,3 +307,39 @@ def test_a_round_kernel_is_kept_unpolished_only_where_its_polish_fits_the_noise(
     assert preferred.checked_correlation > judged.checked_correlation
     assert preferred.residual >= base.residual_floor
     assert judged.weight > preferred.weight
+
+
+def test_kernels_the_check_cannot_tell_apart_are_averaged_and_a_clear_loser_is_not():
+    rng = np.random.default_rng(5)
+    sharp = phantom((72, 72), rng)
+    true = motion_kernel(9, rng=4).astype(np.float32)
+    blurred = (blur_valid(sharp, true) + rng.normal(0, 0.05, (64, 64))).astype(np.float32)
+    near = np.roll(true, 1, axis=1)  # a kernel the noise leaves as likely
+    near /= near.sum()
+    wrong = np.zeros((9, 9), np.float32)
+    wrong[4, :] = 1 / 9  # a horizontal streak: not this blur
+    cpu = torch.device("cpu")
+    config = replace(PRESETS["fast"], polish_rounds=0)
+
+    def finished(starts, margin):
+        return drain(finish_steps(blurred, blurred, starts, replace(config, ensemble_margin=margin), cpu, noise_sigma=0.05))
+
+    alone = [finished([kernel], 0.0) for kernel in (true, near)]
+    both = finished([true, near], float("inf"))
+    assert len(both.members) == 2 and both.kernel is both.members[0]
+    # The image is the mean of what each kernel alone gives, each at its own final weight.
+    order = [0, 1] if both.start == 0 else [1, 0]
+    np.testing.assert_allclose(both.image, (alone[order[0]].image + alone[order[1]].image) / 2, atol=1e-6)
+    assert both.checked_correlation == pytest.approx(alone[order[0]].checked_correlation)
+    # Margin 0: the kept kernel alone, as before.
+    assert finished([true, near], 0.0).members == ()
+    # A kernel whose misfit is clearly less like noise is left out at any finite margin.
+    kept = finished([wrong, true], 3.0)
+    assert kept.start == 1 and kept.members == ()
+    assert len(finished([wrong, true], float("inf")).members) == 2
+    # A cautious re-solve re-solves every member.
+    cautious = drain(cautious_steps(blurred, (slice(None), slice(None)), both, 4.0, cpu, 0.05))
+    single = drain(cautious_steps(blurred, (slice(None), slice(None)), alone[order[0]], 4.0, cpu, 0.05))
+    assert not np.allclose(cautious.image, single.image)
+    with pytest.raises(ValueError, match="ensemble_margin"):
+        replace(config, ensemble_margin=-1.0)

@@ -87,7 +87,12 @@ class SolverConfig:
         unpolished, beside their polish; ``overfit_residual``: when a polished one's misfit
         then falls below this share of the noise variance (the polish narrowed a smooth blur
         until the estimate fits the noise), one whose misfit stays above ``residual_floor``
-        is preferred (smooth blurs; ``scale_agreement`` above 1: never); ``headroom``: the
+        is preferred (smooth blurs; ``scale_agreement`` above 1: never); ``ensemble_margin``:
+        every other candidate kernel whose misfit correlation lies within this many standard
+        errors (``1 / sqrt(n)`` over its ``n`` misfit values) of the kept one's is also
+        deconvolved, and the images are averaged: where the check cannot tell kernels apart,
+        the mean over them is the safer estimate (0: the kept kernel alone; ``inf``: every
+        candidate on the kept one's side of the residual floor); ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).
@@ -147,6 +152,7 @@ class SolverConfig:
     cautious_agreement: float = 0.45
     cautious_factor: float = 4.0
     overfit_residual: float = 0.6
+    ensemble_margin: float = 2.0
     scale_agreement: float = 0.8
     smooth_symmetry: float = 0.9
     seeds: int = 1
@@ -206,6 +212,8 @@ class SolverConfig:
         ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.ensemble_margin >= 0:
+            raise ValueError(f"ensemble_margin must be >= 0 (inf: always), got {self.ensemble_margin}")
         if not self.deconvolution_weight > 0:
             raise ValueError(f"deconvolution_weight must be positive, got {self.deconvolution_weight}")
         if len(self.noise_weight_law) != 2 or not all(v >= 0 for v in self.noise_weight_law):

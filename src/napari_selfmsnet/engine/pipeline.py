@@ -358,6 +358,7 @@ def _run(
         deconvolution_residual=finish.residual,
         smooth_psf=finish.smooth_psf,
         cautious_prior=finish.cautious,
+        ensemble=max(len(finish.members), 1),
         self_check=check.to_dict(),
         attempts=len(attempts),
         seed_used=seed + kept,

@@ -184,7 +184,8 @@ class Finish:
     took the blur for a smooth PSF (``as_estimated``) and a kernel as estimated was kept, so
     the last deconvolution kept the law's weight; ``cautious``: the image was deconvolved
     again at a stronger weight because the kernels of different starts disagree
-    (:func:`cautious_steps`).
+    (:func:`cautious_steps`); ``members``: the kernels whose deconvolutions ``image`` averages,
+    the kept one first (see ``config.ensemble_margin``; empty: ``kernel`` alone).
     """
 
     kernel: np.ndarray
@@ -199,6 +200,7 @@ class Finish:
     stopped: bool
     smooth_psf: bool = False
     cautious: bool = False
+    members: tuple[np.ndarray, ...] = ()
 
 
 def cautious_steps(
@@ -216,11 +218,20 @@ def cautious_steps(
     at the law's weight can leave the image worse than its input). ``frame`` is in normalised
     units, ``window`` the slices of it the kernel was checked on (for the misfit recorded). The
     records of the re-solve stay at the end of the bar, as the discrepancy re-solves' do; a
-    stop request keeps the solver's current iterate.
+    stop request keeps the solver's current iterate. An averaged image (``finish.members``) is
+    averaged again, each kernel's deconvolution at the stronger weight.
     """
     weight = finish.weight * factor
-    solve = deconvolve_steps(frame, finish.kernel, method="sparse", weight=weight, device=device)
-    image, halted = yield from relay(solve, lambda record: replace(record, step=record.total))
+    images, halted = [], False
+    for kernel in finish.members or (finish.kernel,):
+        solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
+        image, halted = yield from relay(solve, lambda record: replace(record, step=record.total))
+        if halted and images:
+            break  # a member stopped part-way is left out
+        images.append(image)
+        if halted:
+            break
+    image = images[0] if len(images) == 1 else np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
     residual, correlation = residual_statistics(frame[window], image[window], finish.kernel, noise_sigma)
     return replace(
         finish, image=image, weight=weight, residual=residual, residual_correlation=correlation,
@@ -317,10 +328,68 @@ def finish_steps(
     correlation, residual, kernel, latent, origin = candidates[best]
     # The blur is taken for a smooth PSF when a kernel as estimated (unpolished) was kept.
     smooth_psf = as_estimated and (not rounds or best >= len(polished))
-    # The raise below changes the misfit for the image's sake; kernels are compared at one weight.
-    checked_residual, checked_correlation = residual, correlation
     # Agreement is between different starts: a kernel and its own polish say nothing new.
     others = [kernel_similarity(kernel, c.kernel) for c in candidates if c.origin != origin]
+    image, weight, residual, correlation, stopped = yield from _frame_steps(
+        window, frame, candidates[best], window_weight, smooth_psf, config, device, noise_sigma, stopped, total,
+        last=_pinned(total, total) if whole else _offset(total - iterations),
+    )  # fmt: skip
+    # Kernels the check cannot tell from the kept one (their misfits as like noise, within the
+    # figure's sampling error) are as likely to be the blur: the frame deconvolved with each is
+    # averaged, the posterior mean over those kernels. Their errors differ, and so do the
+    # artefacts each leaves, which the mean halves where a single pick is a coin toss.
+    members = _ensemble(candidates, best, floor, window, config.ensemble_margin)
+    images, averaged = [image], [kernel]
+    for member in members:
+        if stopped:
+            break
+        member_smooth = as_estimated and (not rounds or member >= len(polished))
+        found = yield from _frame_steps(
+            window, frame, candidates[member], window_weight, member_smooth, config, device, noise_sigma, False,
+            total, last=_pinned(total, total),
+        )  # fmt: skip
+        if found[4]:
+            stopped = True  # a member stopped part-way is left out; the ones done stand
+            break
+        images.append(found[0])
+        averaged.append(candidates[member].kernel)
+    if len(images) > 1:
+        image = np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
+        if whole:
+            residual, correlation = residual_statistics(window, image, kernel, noise_sigma)
+    return Finish(
+        kernel=kernel, image=image, start=best, checked_residual=candidates[best].residual,
+        checked_correlation=candidates[best].correlation, residual=residual, residual_correlation=correlation,
+        agreement=max(others) if others else None, weight=weight, stopped=stopped, smooth_psf=smooth_psf,
+        members=tuple(averaged) if len(averaged) > 1 else (),
+    )  # fmt: skip
+
+
+def _ensemble(candidates: list, best: int, floor: float, window: np.ndarray, margin: float) -> list[int]:
+    """The candidates besides ``best`` whose misfit correlation lies within ``margin`` standard
+    errors of its (on the same side of the residual floor): ``1 / sqrt(n)`` over the ``n``
+    misfit values, the sampling error of a lag-one correlation of white noise."""
+    if margin <= 0:
+        return []
+    kh, kw = candidates[best].kernel.shape
+    channels = window.shape[2] if window.ndim == 3 else 1
+    n = max(window.shape[0] - kh + 1, 1) * max(window.shape[1] - kw + 1, 1) * channels
+    limit = candidates[best].correlation + margin / np.sqrt(n)
+    above = candidates[best].residual < floor
+    return [
+        i for i, c in enumerate(candidates)
+        if i != best and (c.residual < floor) == above and c.correlation <= limit
+    ]  # fmt: skip
+
+
+def _frame_steps(window, frame, candidate, window_weight, smooth_psf, config, device, noise_sigma, stopped, total, last):
+    """The frame deconvolved with ``candidate``'s kernel, at the weight the noise calls for,
+    raised by the discrepancy rule where its check fits the noise; returns ``(image, weight,
+    residual, correlation, stopped)``, the misfit on the window at the final weight (the
+    check's where the frame is not the window). ``last`` maps the records of the frame's solve."""
+    correlation, residual, kernel, latent, _ = candidate
+    whole = window.shape == frame.shape
+    iterations = DEFAULT_ITERATIONS["sparse"]
     raise_by = 1.0
     if residual < config.residual_floor and noise_sigma > 0 and not stopped:
         # The estimate explains the input better than its noise allows: it fits the noise, which
@@ -340,22 +409,13 @@ def finish_steps(
     if whole and (weight == raised or stopped):
         # The window is the frame: its check is the frame's deconvolution (stopped, if a stop
         # came during it: the solver's iterate then is the image).
-        image = latent
-    elif whole:
-        # The kernel was judged at the true kernel's weight; the image takes the stronger one.
-        solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
-        image, halted = yield from relay(solve, _pinned(total, total))
-        stopped = stopped or halted
+        return latent, weight, residual, correlation, stopped
+    # The kernel was judged at the true kernel's weight; the image takes the stronger one.
+    solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
+    image, halted = yield from relay(solve, last)
+    if whole:
         residual, correlation = residual_statistics(window, image, kernel, noise_sigma)
-    else:
-        solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
-        image, halted = yield from relay(solve, _offset(total - iterations))
-        stopped = stopped or halted
-    return Finish(
-        kernel=kernel, image=image, start=best, checked_residual=checked_residual,
-        checked_correlation=checked_correlation, residual=residual, residual_correlation=correlation,
-        agreement=max(others) if others else None, weight=weight, stopped=stopped, smooth_psf=smooth_psf,
-    )  # fmt: skip
+    return image, weight, residual, correlation, stopped or halted
 
 
 #: Steps of the weight in the discrepancy search, and how many at most.

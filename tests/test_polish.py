@@ -337,6 +337,14 @@ def test_kernels_the_check_cannot_tell_apart_are_averaged_and_a_clear_loser_is_n
     kept = finished([wrong, true], 3.0)
     assert kept.start == 1 and kept.members == ()
     assert len(finished([wrong, true], float("inf")).members) == 2
+    # Nearly noise-free, two wrong kernels leave a structured misfit (positively correlated):
+    # its figures differ for a reason, not by sampling, and the kept kernel stays alone.
+    clean = (blur_valid(sharp, true) + rng.normal(0, 0.001, (64, 64))).astype(np.float32)
+    streaks = [np.zeros((9, 9), np.float32) for _ in range(2)]
+    streaks[0][4, 2:7] = streaks[1][2:7, 4] = 0.2
+    config_inf = replace(config, ensemble_margin=float("inf"))
+    structured = drain(finish_steps(clean, clean, streaks, config_inf, cpu, noise_sigma=0.001))
+    assert structured.checked_correlation > 0 and structured.members == ()
     # A cautious re-solve re-solves every member.
     cautious = drain(cautious_steps(blurred, (slice(None), slice(None)), both, 4.0, cpu, 0.05))
     single = drain(cautious_steps(blurred, (slice(None), slice(None)), alone[order[0]], 4.0, cpu, 0.05))

@@ -91,8 +91,10 @@ class SolverConfig:
         every other candidate kernel whose misfit correlation lies within this many standard
         errors (``1 / sqrt(n)`` over its ``n`` misfit values) of the kept one's is also
         deconvolved, and the images are averaged: where the check cannot tell kernels apart,
-        the mean over them is the safer estimate (0: the kept kernel alone; ``inf``: every
-        candidate on the kept one's side of the residual floor); ``headroom``: the
+        the mean over them is the safer estimate. Only where the kept misfit is like noise
+        (its correlation negative): a structured misfit (noise-free data) tells kernels apart
+        by more than sampling (0: the kept kernel alone; ``inf``: every candidate on the kept
+        one's side of the residual floor); ``headroom``: the
         deblurred image may exceed the blurred image's intensity range by
         this factor (1 reproduces the paper; raise it for point-like fluorescence, whose
         deblurred peaks are brighter than the blurred ones).

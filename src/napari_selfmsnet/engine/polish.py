@@ -368,8 +368,12 @@ def finish_steps(
 def _ensemble(candidates: list, best: int, floor: float, window: np.ndarray, margin: float) -> list[int]:
     """The candidates besides ``best`` whose misfit correlation lies within ``margin`` standard
     errors of its (on the same side of the residual floor): ``1 / sqrt(n)`` over the ``n``
-    misfit values, the sampling error of a lag-one correlation of white noise."""
-    if margin <= 0:
+    misfit values, the sampling error of a lag-one correlation of white noise. None where the
+    kept misfit is not like noise (its correlation not negative)."""
+    if margin <= 0 or candidates[best].correlation >= 0:
+        # A misfit whose neighbours correlate positively is not noise but structure the kernel
+        # left (noise-free data, a kernel error above the noise): there the figures differ for
+        # a reason, not by sampling, and the pick is kept alone.
         return []
     kh, kw = candidates[best].kernel.shape
     channels = window.shape[2] if window.ndim == 3 else 1

@@ -211,11 +211,10 @@ class SolverConfig:
             "polish_kernel_noise_weight",
             "polish_noise_floor",
             "polish_noise_threshold",
+            "ensemble_margin",
         ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.ensemble_margin >= 0:
-            raise ValueError(f"ensemble_margin must be >= 0 (inf: always), got {self.ensemble_margin}")
         if not self.deconvolution_weight > 0:
             raise ValueError(f"deconvolution_weight must be positive, got {self.deconvolution_weight}")
         if len(self.noise_weight_law) != 2 or not all(v >= 0 for v in self.noise_weight_law):

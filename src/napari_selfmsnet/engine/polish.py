@@ -226,12 +226,11 @@ def cautious_steps(
     for kernel in finish.members or (finish.kernel,):
         solve = deconvolve_steps(frame, kernel, method="sparse", weight=weight, device=device)
         image, halted = yield from relay(solve, lambda record: replace(record, step=record.total))
-        if halted and images:
-            break  # a member stopped part-way is left out
-        images.append(image)
+        if not (halted and images):
+            images.append(image)  # a member stopped part-way is left out; the first never is
         if halted:
             break
-    image = images[0] if len(images) == 1 else np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
+    image = _mean_image(images)
     residual, correlation = residual_statistics(frame[window], image[window], finish.kernel, noise_sigma)
     return replace(
         finish, image=image, weight=weight, residual=residual, residual_correlation=correlation,
@@ -338,23 +337,20 @@ def finish_steps(
     # figure's sampling error) are as likely to be the blur: the frame deconvolved with each is
     # averaged, the posterior mean over those kernels. Their errors differ, and so do the
     # artefacts each leaves, which the mean halves where a single pick is a coin toss.
-    members = _ensemble(candidates, best, floor, window, config.ensemble_margin)
     images, averaged = [image], [kernel]
-    for member in members:
+    for peer in _ensemble(candidates, best, floor, window, config.ensemble_margin):
         if stopped:
             break
-        member_smooth = as_estimated and (not rounds or member >= len(polished))
-        found = yield from _frame_steps(
-            window, frame, candidates[member], window_weight, member_smooth, config, device, noise_sigma, False,
+        peer_smooth = as_estimated and (not rounds or peer >= len(polished))
+        peer_image, _, _, _, stopped = yield from _frame_steps(
+            window, frame, candidates[peer], window_weight, peer_smooth, config, device, noise_sigma, False,
             total, last=_pinned(total, total),
         )  # fmt: skip
-        if found[4]:
-            stopped = True  # a member stopped part-way is left out; the ones done stand
-            break
-        images.append(found[0])
-        averaged.append(candidates[member].kernel)
+        if not stopped:  # a peer stopped part-way is left out; the ones done stand
+            images.append(peer_image)
+            averaged.append(candidates[peer].kernel)
     if len(images) > 1:
-        image = np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
+        image = _mean_image(images)
         if whole:
             residual, correlation = residual_statistics(window, image, kernel, noise_sigma)
     return Finish(
@@ -363,6 +359,11 @@ def finish_steps(
         agreement=max(others) if others else None, weight=weight, stopped=stopped, smooth_psf=smooth_psf,
         members=tuple(averaged) if len(averaged) > 1 else (),
     )  # fmt: skip
+
+
+def _mean_image(images: list[np.ndarray]) -> np.ndarray:
+    """The mean of deconvolutions of one frame (the one itself when alone), in float32."""
+    return images[0] if len(images) == 1 else np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
 
 
 def _ensemble(candidates: list, best: int, floor: float, window: np.ndarray, margin: float) -> list[int]:

@@ -8,6 +8,9 @@ from napari_selfmsnet import PRESETS
 from napari_selfmsnet.engine.convolution import valid_convolve
 from napari_selfmsnet.engine.nonblind import DEFAULT_WEIGHTS, deconvolve
 from napari_selfmsnet.engine.polish import (
+    _Candidate,
+    _choice,
+    _ensemble,
     cautious_steps,
     finish_steps,
     polish_kernel,
@@ -307,6 +310,38 @@ def test_a_round_kernel_is_kept_unpolished_only_where_its_polish_fits_the_noise(
     assert preferred.checked_correlation > judged.checked_correlation
     assert preferred.residual >= base.residual_floor
     assert judged.weight > preferred.weight
+
+
+def test_a_polish_that_narrows_a_smooth_blur_is_set_aside_where_the_noise_is_low_too():
+    # The choice on check figures (misfit over the noise variance, its neighbours' correlation)
+    # of real runs: two polished kernels, then the two starts as estimated.
+    config = PRESETS["fast"]
+    kernel = np.full((3, 3), 1 / 9, np.float32)
+
+    def checked(*figures):
+        return [_Candidate(c, r, kernel, None, i % 2) for i, (r, c) in enumerate(figures)]
+
+    # Defocus at 10000 photons: the polish (kernel sim. 0.66-0.77) explains the input closer than
+    # its noise, yet the misfit keeps structure; the starts as estimated (0.96) leave more misfit.
+    # The lowest correlation alone would keep the narrowed polish, 6.7 dB worse.
+    high = checked((0.907, 0.232), (0.774, 0.117), (1.659, 0.286), (2.090, 0.383))
+    assert _choice(high, 2, True, config) == (2, [2, 3], config.residual_floor)
+    assert _choice(high, 2, False, config) == (1, [0, 1, 2, 3], 0.0)  # no gate: a motion trail
+    # Defocus at 1000 photons: the polish fits the noise outright.
+    low = checked((0.567, -0.019), (0.415, 0.048), (1.062, 0.056), (1.131, 0.073))
+    assert _choice(low, 2, True, config)[0] == 2
+    # A compact motion blur's polish (Levin at 1%) also fits below the noise, but its misfit is
+    # like noise: the polish sharpened a round start, and stays the choice.
+    motion = checked((0.733, -0.046), (0.743, -0.047), (1.250, 0.021), (1.310, 0.030))
+    assert _choice(motion, 2, True, config) == (1, [0, 1, 2, 3], 0.0)
+    # Without polish rounds every candidate is as estimated, and the floor applies.
+    assert _choice(checked((0.5, -0.2), (1.0, 0.01)), 0, True, config) == (1, [0, 1], config.residual_floor)
+    # A set-aside polish is not averaged in either, however close its correlation.
+    alike = checked((0.60, -0.0500), (0.55, -0.0499), (0.95, -0.0400), (0.97, -0.0398))
+    best, eligible, floor = _choice(alike, 2, True, config)
+    window = np.zeros((100, 100), np.float32)  # n = 98^2 misfit values: one standard error 0.01
+    assert best == 2 and _ensemble(alike, best, eligible, floor, window, 2.0) == [3]
+    assert _ensemble(alike, 1, [0, 1, 2, 3], 0.0, window, 2.0) == [0, 2, 3]
 
 
 def test_kernels_the_check_cannot_tell_apart_are_averaged_and_a_clear_loser_is_not():

@@ -85,9 +85,11 @@ class SolverConfig:
         similar and the finest one is round (:func:`.selfcheck.radial_symmetry` at least
         ``smooth_symmetry``: a smooth PSF, not a motion trail), both are also checked
         unpolished, beside their polish; ``overfit_residual``: when a polished one's misfit
-        then falls below this share of the noise variance (the polish narrowed a smooth blur
-        until the estimate fits the noise), one whose misfit stays above ``residual_floor``
-        is preferred (smooth blurs; ``scale_agreement`` above 1: never); ``ensemble_margin``:
+        then falls below this share of the noise variance, or below ``residual_floor`` with
+        its neighbours still correlated (the polish narrowed a smooth blur until the estimate
+        fits the noise), the kernels as estimated are compared, one whose misfit stays above
+        ``residual_floor`` preferred (smooth blurs; ``scale_agreement`` above 1: never);
+        ``ensemble_margin``:
         every other candidate kernel whose misfit correlation lies within this many standard
         errors (``1 / sqrt(n)`` over its ``n`` misfit values) of the kept one's is also
         deconvolved, and the images are averaged: where the check cannot tell kernels apart,

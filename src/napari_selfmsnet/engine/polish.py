@@ -262,10 +262,11 @@ def finish_steps(
     whose deconvolution that already was), at the weight the noise calls for
     (:meth:`SolverConfig.deconvolution_weight_for`). With ``as_estimated`` (the caller's sign
     that the starts agree), every start is also checked as it is, unpolished, and where a
-    polished kernel lets the estimate fit the noise (misfit below ``config.overfit_residual``)
-    a kernel whose misfit stays above ``config.residual_floor`` is preferred: the polish, an
-    alternating MAP, narrows smooth blurs (a Gaussian or defocus PSF) even when it starts from
-    the true one, while a blind run on such a blur is often right already. That fit to the
+    polished kernel's check shows the polish narrowed the blur (:func:`_narrowed`: the
+    estimate fits the noise) only the kernels as estimated are compared, one whose misfit
+    stays above ``config.residual_floor`` preferred: the polish, an alternating MAP, narrows
+    smooth blurs (a Gaussian or defocus PSF) towards a point even when it starts from the
+    true one, while a blind run on such a blur is often right already. That fit to the
     noise is the sign the choice reads, and weighing the deconvolution's uncertainty in the
     kernel steps hides it (the polish then reshapes a disc without fitting the noise), so
     there the polish keeps the plain noise term (``weigh_uncertainty=False`` of
@@ -314,19 +315,12 @@ def finish_steps(
         stopped = stopped or halted
         if stopped:
             break
-    # Where the scales agreed (as_estimated), the polish's way of failing is known: it narrows
-    # a smooth blur until the estimate explains the input far closer than its noise allows.
-    # Where a polished kernel shows it, a kernel that stays above the floor is preferred
-    # whatever its correlation. A compact motion blur also passes the gate, but its polish
-    # fits only as closely as a motion blur's does and sharpens a kernel the blind stage left
-    # round; there, as elsewhere, the correlation alone decides.
     # (With no polish rounds every candidate is a kernel as estimated.)
-    overfit = not rounds or any(c.residual < config.overfit_residual for c in candidates[: len(polished)])
-    floor = config.residual_floor if as_estimated and overfit and noise_sigma > 0 else 0.0
-    best = min(range(len(candidates)), key=lambda i: (candidates[i].residual < floor, candidates[i].correlation))
+    unpolished_from = len(polished) if rounds else 0
+    best, eligible, floor = _choice(candidates, unpolished_from, as_estimated and noise_sigma > 0, config)
     correlation, residual, kernel, latent, origin = candidates[best]
     # The blur is taken for a smooth PSF when a kernel as estimated (unpolished) was kept.
-    smooth_psf = as_estimated and (not rounds or best >= len(polished))
+    smooth_psf = as_estimated and best >= unpolished_from
     # Agreement is between different starts: a kernel and its own polish say nothing new.
     others = [kernel_similarity(kernel, c.kernel) for c in candidates if c.origin != origin]
     image, weight, residual, correlation, stopped = yield from _frame_steps(
@@ -338,10 +332,10 @@ def finish_steps(
     # averaged, the posterior mean over those kernels. Their errors differ, and so do the
     # artefacts each leaves, which the mean halves where a single pick is a coin toss.
     images, averaged = [image], [kernel]
-    for peer in _ensemble(candidates, best, floor, window, config.ensemble_margin):
+    for peer in _ensemble(candidates, best, eligible, floor, window, config.ensemble_margin):
         if stopped:
             break
-        peer_smooth = as_estimated and (not rounds or peer >= len(polished))
+        peer_smooth = as_estimated and peer >= unpolished_from
         peer_image, _, _, _, stopped = yield from _frame_steps(
             window, frame, candidates[peer], window_weight, peer_smooth, config, device, noise_sigma, False,
             total, last=_pinned(total, total),
@@ -366,11 +360,49 @@ def _mean_image(images: list[np.ndarray]) -> np.ndarray:
     return images[0] if len(images) == 1 else np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
 
 
-def _ensemble(candidates: list, best: int, floor: float, window: np.ndarray, margin: float) -> list[int]:
-    """The candidates besides ``best`` whose misfit correlation lies within ``margin`` standard
-    errors of its (on the same side of the residual floor): ``1 / sqrt(n)`` over the ``n``
-    misfit values, the sampling error of a lag-one correlation of white noise. None where the
-    kept misfit is not like noise (its correlation not negative)."""
+def _choice(candidates: list, unpolished_from: int, gate: bool, config: SolverConfig) -> tuple[int, list[int], float]:
+    """Which checked kernel to keep: ``(index, the indices it was chosen among, residual floor)``.
+
+    ``candidates[unpolished_from:]`` are kernels as estimated (all of them without polish
+    rounds); ``gate`` is whether the scales agreed on a round kernel (and the noise is known).
+    Elsewhere the misfit most like noise (the lowest correlation) is kept. Behind the gate the
+    polish's way of failing is known: it narrows a smooth blur towards a point. Where a
+    polished kernel's check shows it (:func:`_narrowed`), the polished kernels are set aside
+    and the kernels as estimated compared, one whose misfit stays above
+    ``config.residual_floor`` preferred whatever its correlation. A compact motion blur also
+    passes the gate, but its polish fits only as closely as a motion blur's does and sharpens
+    a kernel the blind stage left round; there, as elsewhere, the correlation alone decides.
+    """
+    everything = list(range(len(candidates)))
+    narrowed = unpolished_from == 0 or any(_narrowed(c, config) for c in candidates[:unpolished_from])
+    if not (gate and narrowed):
+        return min(everything, key=lambda i: candidates[i].correlation), everything, 0.0
+    eligible = list(range(unpolished_from, len(candidates))) or everything
+    floor = config.residual_floor
+    return min(eligible, key=lambda i: (candidates[i].residual < floor, candidates[i].correlation)), eligible, floor
+
+
+def _narrowed(candidate, config: SolverConfig) -> bool:
+    """Whether a polished kernel's check shows the polish narrowed a smooth blur: the estimate
+    explains the input far closer than its noise allows (misfit below
+    ``config.overfit_residual`` of the noise variance), or closer than the noise
+    (``config.residual_floor``) while the misfit's neighbours still correlate positively.
+    The second is the same failure where the noise is low (high photon counts): the narrowed
+    kernel leaves part of the blur unexplained, so the misfit keeps structure beside the
+    noise the deconvolution fits; a right kernel's misfit is either as large as the noise or,
+    fitted below it, like noise (its neighbours' correlation negative)."""
+    return candidate.residual < config.overfit_residual or (
+        candidate.residual < config.residual_floor and candidate.correlation > 0
+    )
+
+
+def _ensemble(
+    candidates: list, best: int, eligible: list[int], floor: float, window: np.ndarray, margin: float
+) -> list[int]:
+    """The ``eligible`` candidates besides ``best`` whose misfit correlation lies within
+    ``margin`` standard errors of its (on the same side of the residual floor): ``1 / sqrt(n)``
+    over the ``n`` misfit values, the sampling error of a lag-one correlation of white noise.
+    None where the kept misfit is not like noise (its correlation not negative)."""
     if margin <= 0 or candidates[best].correlation >= 0:
         # A misfit whose neighbours correlate positively is not noise but structure the kernel
         # left (noise-free data, a kernel error above the noise): there the figures differ for
@@ -382,8 +414,8 @@ def _ensemble(candidates: list, best: int, floor: float, window: np.ndarray, mar
     limit = candidates[best].correlation + margin / np.sqrt(n)
     above = candidates[best].residual < floor
     return [
-        i for i, c in enumerate(candidates)
-        if i != best and (c.residual < floor) == above and c.correlation <= limit
+        i for i in eligible
+        if i != best and (candidates[i].residual < floor) == above and candidates[i].correlation <= limit
     ]  # fmt: skip
 
 
